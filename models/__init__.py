@@ -1,0 +1,1 @@
+"""Bundles shipped with seqchat (installed as the package `seqchat.bundles`)."""

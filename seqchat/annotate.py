@@ -1,0 +1,195 @@
+"""The annotation pipeline as a library: records -> encoder -> projector -> GGUF runtime.
+
+`Annotator` is what the CLI, a Snakemake rule or a notebook calls:
+
+    with Annotator.load("default") as annotator:
+        for annotation in annotator.annotate(read_records(["genes.fa"])):
+            print(annotation.id, annotation.description)
+
+Everything streams: records are encoded a chunk at a time, the runtime pulls soft prompts
+only when a slot is free, and results come back in input order.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from seqchat.bundle import Bundle, BundleError, load_bundle
+from seqchat.encoders import NucleotideEncoder, resolve_device
+from seqchat.projector import Projector, load_projector
+from seqchat.prompt import layout_for
+from seqchat.runtime import DecodingSettings, GgufRuntime, Generation, SoftPrompt
+from seqchat.sequences import SequenceRecord
+
+
+@dataclass(frozen=True)
+class Annotation:
+    id: str
+    length: int
+    description: str
+    n_tokens: int
+    mean_logprob: float
+
+    def as_row(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "length": self.length,
+            "description": self.description,
+            "n_tokens": self.n_tokens,
+            "mean_logprob": round(self.mean_logprob, 4),
+        }
+
+
+class SoftTokenizer:
+    """Encoder + projector: sequences -> soft-token matrices for the LLM."""
+
+    def __init__(self, encoder: NucleotideEncoder, projector: Projector) -> None:
+        self.encoder = encoder
+        self.projector = projector.to(encoder.device)
+
+    @torch.inference_mode()
+    def __call__(self, sequences: list[str]) -> list[np.ndarray]:
+        states = self.encoder.states(sequences)
+        return [self.projector(s).float().cpu().numpy() for s in states]
+
+
+class Annotator:
+    """Writes one description per sequence with a bundle's models."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        soft_tokenizer: SoftTokenizer,
+        runtime: GgufRuntime,
+        *,
+        question: str | None = None,
+        decoding: DecodingSettings | None = None,
+        chunk_size: int = 64,
+    ) -> None:
+        self.bundle = bundle
+        self.soft_tokenizer = soft_tokenizer
+        self.runtime = runtime
+        self.question = bundle.prompt.question if question is None else question
+        self.decoding = decoding or bundle.decoding
+        self.chunk_size = chunk_size
+        self.layout = layout_for(runtime.vocabulary, bundle.prompt, self.question)
+
+    @classmethod
+    def load(
+        cls,
+        bundle: str | Bundle = "default",
+        *,
+        device: str = "auto",
+        threads: int | None = None,
+        parallel: int = 8,
+        question: str | None = None,
+        decoding: DecodingSettings | None = None,
+        allow_external_paths: bool = False,
+        trust_remote_code: bool = False,
+    ) -> Annotator:
+        if not isinstance(bundle, Bundle):
+            bundle = load_bundle(
+                bundle,
+                allow_external_paths=allow_external_paths,
+                trust_remote_code=trust_remote_code,
+            )
+        if threads:
+            torch.set_num_threads(threads)
+        torch_device = resolve_device(device)
+        encoder = NucleotideEncoder.load(bundle.encoder, torch_device)
+        if bundle.projector_weights is None:
+            raise BundleError(f"{bundle.root}: the projector has no trained weights")
+        projector = load_projector(bundle.projector, bundle.projector_weights)
+        runtime = GgufRuntime(
+            bundle.llm_path,
+            n_parallel=parallel,
+            n_ctx_per_slot=bundle.n_ctx_per_slot,
+            n_threads=threads,
+            lora_path=bundle.lora_path,
+            lora_scale=bundle.lora_scale,
+            n_gpu_layers=-1 if torch_device.type == "cuda" else 0,
+        )
+        return cls(
+            bundle,
+            SoftTokenizer(encoder, projector),
+            runtime,
+            question=question,
+            decoding=decoding,
+        )
+
+    def close(self) -> None:
+        self.runtime.close()
+
+    def __enter__(self) -> Annotator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _soft_prompts(self, records: Iterable[SequenceRecord]) -> Iterator[SoftPrompt]:
+        iterator = iter(records)
+        while chunk := list(itertools.islice(iterator, self.chunk_size)):
+            matrices = self.soft_tokenizer([record.sequence for record in chunk])
+            for record, matrix in zip(chunk, matrices):
+                yield SoftPrompt(record.id, matrix, self.layout.suffix_ids)
+
+    def annotate(self, records: Iterable[SequenceRecord]) -> Iterator[Annotation]:
+        """One annotation per record, in input order.
+
+        Only the records in flight are held: those in the runtime's slots and those that
+        finished before an earlier record did."""
+        waiting: deque[SequenceRecord] = deque()
+
+        def remember(stream: Iterable[SequenceRecord]) -> Iterator[SequenceRecord]:
+            for record in stream:
+                waiting.append(record)
+                yield record
+
+        finished: dict[str, Generation] = {}
+        generations = self.runtime.generate(
+            self.layout.prefix_ids, self._soft_prompts(remember(records)), self.decoding
+        )
+        for generation in generations:
+            finished[generation.key] = generation
+            while waiting and waiting[0].id in finished:
+                record = waiting.popleft()
+                yield _annotation(record, finished.pop(record.id))
+
+    def provenance(self) -> dict[str, str]:
+        from seqchat import __version__
+
+        settings = self.decoding
+        items = {
+            "seqchat": __version__,
+            "bundle": f"{self.bundle.name} ({self.bundle.root})",
+            "prompt": self.bundle.prompt.user.replace("{question}", self.question),
+            "decoding": (
+                f"max_new_tokens={settings.max_new_tokens} temperature={settings.temperature} "
+                f"top_p={settings.top_p} seed={settings.seed}"
+            ),
+        }
+        for name, digest in self.bundle.sha256s().items():
+            items[f"sha256 {name}"] = digest
+        return items
+
+
+def _annotation(record: SequenceRecord, generation: Generation) -> Annotation:
+    return Annotation(
+        id=record.id,
+        length=record.length,
+        description=generation.text,
+        n_tokens=len(generation.token_ids),
+        mean_logprob=generation.mean_logprob,
+    )
+
+
+def with_decoding(base: DecodingSettings, **overrides: object) -> DecodingSettings:
+    """The bundle's decoding defaults with the user's explicit choices on top."""
+    chosen = {name: value for name, value in overrides.items() if value is not None}
+    return replace(base, **chosen)

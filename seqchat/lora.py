@@ -1,0 +1,366 @@
+"""LoRA on the LLM: checkpoints in safetensors and export as a llama.cpp GGUF LoRA adapter.
+
+Training runs the LLM in PyTorch (transformers dequantizes the GGUF) and may wrap it with a
+peft LoRA; serving runs llama.cpp on the quantized GGUF, which is never rewritten. Instead the
+LoRA is written as a GGUF *adapter* that llama.cpp applies at run time
+(`llama_adapter_lora_init` + `llama_set_adapters_lora`), the format of llama.cpp's
+`convert_lora_to_gguf.py`:
+
+* metadata `general.architecture` (the base's), `general.type = "adapter"`,
+  `adapter.type = "lora"`, `adapter.lora.alpha` (float32; llama.cpp scales by alpha / rank,
+  the rank being read from each tensor pair);
+* for each adapted base tensor `NAME` (e.g. `blk.0.attn_q.weight`), `NAME.lora_a` with numpy
+  shape (r, n_in) and `NAME.lora_b` with numpy shape (n_out, r), F32; llama.cpp computes
+  `W x + scale * B (A x)`.
+
+llama GGUFs store the rows of Q and K permuted relative to Hugging Face (convert_hf_to_gguf's
+`LlamaModel.permute`, which turns HF's rotate-half rope layout into llama.cpp's interleaved
+one) and transformers' GGUF loader undoes it. Since permute(W + B A) = permute(W) + permute(B) A,
+the rows of `lora_b` are permuted the same way for Q (with n_head) and K (with n_head_kv).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from seqchat.errors import SeqchatError
+
+
+class LoraExportError(SeqchatError):
+    """The LoRA cannot be exported for (or loaded into) the given model."""
+
+
+SUPPORTED_ARCHITECTURES = ("llama",)
+
+# Hugging Face module name -> GGUF tensor name (without the `blk.N.` prefix).
+HF_TO_GGUF = {
+    "q_proj": "attn_q",
+    "k_proj": "attn_k",
+    "v_proj": "attn_v",
+    "o_proj": "attn_output",
+    "gate_proj": "ffn_gate",
+    "up_proj": "ffn_up",
+    "down_proj": "ffn_down",
+}
+
+_MODULE_NAME = re.compile(
+    r"(?:^|\.)layers\.(?P<layer>\d+)\.(?:self_attn|mlp)\.(?P<proj>" + "|".join(HF_TO_GGUF) + r")$"
+)
+
+_METADATA_KEY = "seqchat.lora"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _adapter_name(peft_model: Any, adapter_name: str | None) -> str:
+    if adapter_name is not None:
+        name = adapter_name
+    else:
+        active = getattr(peft_model, "active_adapter", None)
+        if isinstance(active, (list, tuple)):
+            if len(active) != 1:
+                raise LoraExportError(
+                    f"several adapters are active ({', '.join(active)}); name the one to export"
+                )
+            active = active[0]
+        name = active if isinstance(active, str) else "default"
+    configs = getattr(peft_model, "peft_config", None)
+    if not isinstance(configs, Mapping) or name not in configs:
+        raise LoraExportError(f"the model has no peft LoRA adapter named {name!r}")
+    return name
+
+
+def _lora_config(peft_model: Any, adapter_name: str) -> Any:
+    config = peft_model.peft_config[adapter_name]
+    peft_type = str(getattr(config, "peft_type", ""))
+    if "LORA" not in peft_type.upper():
+        raise LoraExportError(f"adapter {adapter_name!r} is {peft_type or 'not peft'}, not a LoRA")
+    return config
+
+
+def permute_rows(weights: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.ndarray:
+    """convert_hf_to_gguf's `LlamaModel.permute`: HF rope row layout -> llama.cpp's."""
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    if weights.shape[0] % (2 * n_head):
+        raise LoraExportError(
+            f"cannot permute {weights.shape[0]} rows into {n_head} heads of even size"
+        )
+    return (
+        weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
+
+
+def _field(reader: Any, key: str) -> Any:
+    field = reader.fields.get(key)
+    if field is None:
+        return None
+    value = field.contents()
+    return value
+
+
+def _read_base(base_gguf_path: Path) -> tuple[str, dict[str, Any], dict[str, tuple[int, ...]]]:
+    """The base GGUF's architecture, hyper-parameters and tensor shapes (numpy order)."""
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(str(base_gguf_path))
+    except (OSError, ValueError) as error:
+        raise LoraExportError(f"{base_gguf_path}: not a readable GGUF file ({error})") from error
+    arch = _field(reader, "general.architecture")
+    if not isinstance(arch, str):
+        raise LoraExportError(f"{base_gguf_path}: GGUF has no general.architecture")
+    general_type = _field(reader, "general.type")
+    if general_type not in (None, "model"):
+        raise LoraExportError(f"{base_gguf_path}: GGUF is a {general_type}, not a model")
+    n_head = _field(reader, f"{arch}.attention.head_count")
+    n_head_kv = _field(reader, f"{arch}.attention.head_count_kv")
+    hparams = {
+        "name": _field(reader, "general.name"),
+        "n_layer": _field(reader, f"{arch}.block_count"),
+        "n_head": int(n_head) if n_head is not None else None,
+        "n_head_kv": int(n_head_kv) if n_head_kv is not None else None,
+    }
+    if hparams["n_head_kv"] is None:
+        hparams["n_head_kv"] = hparams["n_head"]
+    # reader shapes are ggml order (ne0 = columns first); numpy order is the reverse.
+    shapes = {
+        tensor.name: tuple(int(d) for d in reversed(list(tensor.shape))) for tensor in reader.tensors
+    }
+    return arch, hparams, shapes
+
+
+def _lora_modules(peft_model: Any, adapter_name: str) -> list[tuple[str, Any]]:
+    from peft.tuners.lora import LoraLayer
+
+    modules = []
+    for name, module in peft_model.named_modules():
+        if isinstance(module, LoraLayer) and adapter_name in getattr(module, "lora_A", {}):
+            modules.append((name, module))
+    for name, module in peft_model.named_modules():
+        if isinstance(module, LoraLayer) and adapter_name in getattr(
+            module, "lora_embedding_A", {}
+        ):
+            raise LoraExportError(f"LoRA on the embedding {name} is not supported for export")
+    return modules
+
+
+# --------------------------------------------------------------------------- GGUF export
+
+
+def export_lora_gguf(
+    peft_model: Any,
+    base_gguf_path: Path,
+    out_path: Path,
+    *,
+    adapter_name: str | None = None,
+) -> Path:
+    """Write the peft LoRA of `peft_model` as a llama.cpp GGUF LoRA adapter for the base GGUF.
+
+    `base_gguf_path` is the GGUF the model was loaded from (its architecture, head counts and
+    tensor shapes are read and checked); returns `out_path`. The adapter is applied by llama.cpp
+    at scale 1 (`lora_scale=1.0`) to reproduce the PyTorch model.
+    """
+    import gguf
+
+    base_gguf_path = Path(base_gguf_path)
+    out_path = Path(out_path)
+    arch, hparams, base_shapes = _read_base(base_gguf_path)
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise LoraExportError(
+            f"{base_gguf_path}: LoRA export supports the {', '.join(SUPPORTED_ARCHITECTURES)} "
+            f"architecture, not {arch!r}"
+        )
+    if not hparams["n_head"]:
+        raise LoraExportError(f"{base_gguf_path}: GGUF has no {arch}.attention.head_count")
+
+    name = _adapter_name(peft_model, adapter_name)
+    config = _lora_config(peft_model, name)
+    if getattr(config, "modules_to_save", None):
+        raise LoraExportError(
+            f"adapter {name!r} fully trains {sorted(config.modules_to_save)}; "
+            "only LoRA matrices can be exported as a GGUF adapter"
+        )
+    alpha = float(config.lora_alpha)
+    if alpha <= 0:
+        raise LoraExportError(f"adapter {name!r} has lora_alpha {alpha}; it must be positive")
+
+    tensors: list[tuple[str, np.ndarray]] = []
+    for module_name, module in _lora_modules(peft_model, name):
+        match = _MODULE_NAME.search(module_name)
+        if match is None:
+            raise LoraExportError(
+                f"LoRA on {module_name} cannot be exported; supported targets are "
+                f"{', '.join(HF_TO_GGUF)} in the decoder layers"
+            )
+        if getattr(module, "use_dora", {}).get(name, False):
+            raise LoraExportError(f"{module_name}: DoRA cannot be exported as a GGUF LoRA adapter")
+        lora_bias = getattr(module, "lora_bias", {})
+        if isinstance(lora_bias, Mapping) and lora_bias.get(name, False):
+            raise LoraExportError(f"{module_name}: a LoRA bias cannot be exported as a GGUF adapter")
+
+        proj = match.group("proj")
+        gguf_name = f"blk.{int(match.group('layer'))}.{HF_TO_GGUF[proj]}.weight"
+        a = module.lora_A[name].weight.detach().to("cpu", torch.float32).numpy()
+        b = module.lora_B[name].weight.detach().to("cpu", torch.float32).numpy()
+        if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1]:
+            raise LoraExportError(
+                f"{module_name}: LoRA A {tuple(a.shape)} and B {tuple(b.shape)} are not a pair"
+            )
+        base_shape = base_shapes.get(gguf_name)
+        if base_shape is None:
+            raise LoraExportError(f"{base_gguf_path}: base GGUF has no tensor {gguf_name}")
+        if base_shape != (b.shape[0], a.shape[1]):
+            raise LoraExportError(
+                f"{module_name}: LoRA maps {a.shape[1]} -> {b.shape[0]} but {gguf_name} in "
+                f"{base_gguf_path} is {base_shape[1]} -> {base_shape[0]}"
+            )
+
+        # llama.cpp applies alpha / rank; fold any other peft scaling (rslora, alpha_pattern)
+        # into B so that scale * B A is exactly what peft adds.
+        rank = a.shape[0]
+        scaling = float(module.scaling[name])
+        factor = scaling * rank / alpha
+        if not np.isclose(factor, 1.0, rtol=1e-6, atol=0.0):
+            b = b * np.float32(factor)
+
+        if proj == "q_proj":
+            b = permute_rows(b, hparams["n_head"], hparams["n_head"])
+        elif proj == "k_proj":
+            b = permute_rows(b, hparams["n_head"], hparams["n_head_kv"])
+        tensors.append((gguf_name + ".lora_a", np.ascontiguousarray(a, dtype=np.float32)))
+        tensors.append((gguf_name + ".lora_b", np.ascontiguousarray(b, dtype=np.float32)))
+
+    if not tensors:
+        raise LoraExportError(f"adapter {name!r} has no LoRA layers to export")
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(out_path), arch)
+    try:
+        writer.add_type(gguf.GGUFType.ADAPTER)
+        writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+        writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
+        if hparams["name"]:
+            writer.add_name(f"{hparams['name']} LoRA")
+        writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+        for tensor_name, data in tensors:
+            writer.add_tensor(tensor_name, data)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+    finally:
+        writer.close()
+    return out_path
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def lora_state_dict(peft_model: Any, *, adapter_name: str | None = None) -> dict[str, torch.Tensor]:
+    """The adapter's LoRA weights (peft's key names, adapter name stripped), on CPU."""
+    from peft import get_peft_model_state_dict
+
+    name = _adapter_name(peft_model, adapter_name)
+    _lora_config(peft_model, name)
+    state = get_peft_model_state_dict(peft_model, adapter_name=name, save_embedding_layers=False)
+    return {key: tensor.detach().cpu().contiguous() for key, tensor in state.items()}
+
+
+def load_lora_state_dict(
+    peft_model: Any, state: Mapping[str, torch.Tensor], *, adapter_name: str | None = None
+) -> None:
+    """Load weights from `lora_state_dict` into the adapter; names and shapes must match exactly."""
+    from peft import set_peft_model_state_dict
+
+    name = _adapter_name(peft_model, adapter_name)
+    expected = lora_state_dict(peft_model, adapter_name=name)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        detail = []
+        if missing:
+            detail.append(f"missing {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+        if unexpected:
+            detail.append(
+                f"unexpected {unexpected[0]}"
+                + (f" and {len(unexpected) - 1} more" if len(unexpected) > 1 else "")
+            )
+        raise LoraExportError(f"LoRA weights do not match the model: {'; '.join(detail)}")
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise LoraExportError(
+                f"LoRA weight {key} has shape {tuple(state[key].shape)}, "
+                f"the model expects {tuple(tensor.shape)}"
+            )
+    set_peft_model_state_dict(peft_model, dict(state), adapter_name=name)
+
+
+def _config_summary(config: Any) -> dict[str, Any]:
+    targets = config.target_modules
+    if isinstance(targets, (set, frozenset, list, tuple)):
+        targets = sorted(targets)
+    return {
+        "r": int(config.r),
+        "lora_alpha": float(config.lora_alpha),
+        "target_modules": targets,
+        "use_rslora": bool(getattr(config, "use_rslora", False)),
+    }
+
+
+def save_lora(peft_model: Any, path: Path, *, adapter_name: str | None = None) -> Path:
+    """Save the adapter's weights and its r / alpha / targets (metadata) to safetensors."""
+    path = Path(path)
+    name = _adapter_name(peft_model, adapter_name)
+    config = _lora_config(peft_model, name)
+    state = lora_state_dict(peft_model, adapter_name=name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(
+        state,
+        str(path),
+        metadata={"format": "pt", _METADATA_KEY: json.dumps(_config_summary(config))},
+    )
+    return path
+
+
+def read_lora_config(path: Path) -> dict[str, Any]:
+    """The r / lora_alpha / target_modules / use_rslora saved by `save_lora`."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (OSError, ValueError, RuntimeError) as error:
+        raise LoraExportError(f"{path}: not a readable safetensors file ({error})") from error
+    if _METADATA_KEY not in metadata:
+        raise LoraExportError(f"{path}: not a seqchat LoRA checkpoint (no {_METADATA_KEY} metadata)")
+    return json.loads(metadata[_METADATA_KEY])
+
+
+def load_lora(peft_model: Any, path: Path, *, adapter_name: str | None = None) -> None:
+    """Load a `save_lora` checkpoint into the model's adapter (r and alpha must agree)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    saved = read_lora_config(path)
+    name = _adapter_name(peft_model, adapter_name)
+    current = _config_summary(_lora_config(peft_model, name))
+    for key in ("r", "lora_alpha", "use_rslora"):
+        if saved.get(key) != current[key]:
+            raise LoraExportError(
+                f"{path}: LoRA has {key}={saved.get(key)}, the model's adapter has {current[key]}"
+            )
+    try:
+        state = load_file(str(path))
+    except (OSError, ValueError, RuntimeError) as error:
+        raise LoraExportError(f"{path}: not a readable safetensors file ({error})") from error
+    load_lora_state_dict(peft_model, state, adapter_name=name)

@@ -1,0 +1,510 @@
+"""Write per-sequence results as TSV, JSON Lines or JSON, and read them back.
+
+A file is written as ``<path>.partial``, one flushed row at a time, and
+renamed onto ``<path>`` only when the run finishes cleanly. An interrupted
+run therefore never leaves a complete-looking but truncated output, and its
+partial file lets ``--resume`` continue where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO
+
+from seqchat.errors import SeqchatError
+
+__all__ = [
+    "ANNOTATION_COLUMNS",
+    "FORMATS",
+    "OutputError",
+    "OutputExistsError",
+    "OutputFormatError",
+    "OutputUsageError",
+    "ResumeMismatchError",
+    "TableWriter",
+    "escape_tsv",
+    "iter_table_rows",
+    "open_writer",
+    "partial_path",
+    "read_table",
+    "unescape_tsv",
+]
+
+ANNOTATION_COLUMNS = ("id", "length", "description", "n_tokens", "mean_logprob")
+FORMATS = ("tsv", "jsonl", "json")
+STDOUT = "-"
+
+Row = Mapping[str, Any]
+
+
+class OutputError(SeqchatError):
+    """Base class of all output errors; messages are one line."""
+
+
+class OutputExistsError(OutputError):
+    """The output (or an interrupted run's partial output) already exists."""
+
+
+class ResumeMismatchError(OutputError):
+    """A partial output was written by a run with different settings."""
+
+
+class OutputFormatError(OutputError):
+    """A results file could not be read back."""
+
+
+class OutputUsageError(OutputError, ValueError):
+    """The writer was asked for something that cannot work, e.g. resuming stdout."""
+
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+_ESCAPE_SEQUENCE = re.compile(r"\\([\\tnr])")
+
+
+def escape_tsv(value: str) -> str:
+    """Escape backslash, tab, newline and CR so a value cannot break a TSV row."""
+    return value.translate(_ESCAPES)
+
+
+def unescape_tsv(text: str) -> str:
+    """Invert :func:`escape_tsv`."""
+    return _ESCAPE_SEQUENCE.sub(lambda match: _UNESCAPES[match.group(1)], text)
+
+
+def partial_path(path: str | os.PathLike[str]) -> Path:
+    """Where output for ``path`` is written until the run completes."""
+    return Path(f"{os.fspath(path)}.partial")
+
+
+# --- encoding ---------------------------------------------------------------
+
+
+class _Encoder:
+    """Renders a table's header, rows and ending as text in one format."""
+
+    def __init__(self, columns: tuple[str, ...]) -> None:
+        self.columns = columns
+
+    def header(self, provenance: Mapping[str, str]) -> str:
+        raise NotImplementedError
+
+    def row(self, row: Row) -> str:
+        raise NotImplementedError
+
+    def footer(self) -> str:
+        return ""
+
+
+class _TsvEncoder(_Encoder):
+    def header(self, provenance: Mapping[str, str]) -> str:
+        comments = "".join(
+            f"# {escape_tsv(key)}: {escape_tsv(str(value))}\n" for key, value in provenance.items()
+        )
+        return comments + _tsv_line(self.columns)
+
+    def row(self, row: Row) -> str:
+        return _tsv_line(_cell(row[column]) for column in self.columns)
+
+
+class _JsonLinesEncoder(_Encoder):
+    def header(self, provenance: Mapping[str, str]) -> str:
+        return _json({"provenance": dict(provenance)}) + "\n"
+
+    def row(self, row: Row) -> str:
+        return _json({column: row[column] for column in self.columns}) + "\n"
+
+
+class _JsonEncoder(_Encoder):
+    """Streams ``{"provenance": {...}, "results": [...]}`` one row at a time."""
+
+    def __init__(self, columns: tuple[str, ...]) -> None:
+        super().__init__(columns)
+        self._separator = "\n"
+
+    def header(self, provenance: Mapping[str, str]) -> str:
+        return '{"provenance": ' + _json(dict(provenance)) + ',\n "results": ['
+
+    def row(self, row: Row) -> str:
+        return self.item(_json({column: row[column] for column in self.columns}))
+
+    def item(self, encoded_row: str) -> str:
+        """Place an already JSON-encoded row in the results list."""
+        text = f"{self._separator}  {encoded_row}"
+        self._separator = ",\n"
+        return text
+
+    def footer(self) -> str:
+        return "\n ]}\n"
+
+
+_ENCODERS: dict[str, type[_Encoder]] = {
+    "tsv": _TsvEncoder,
+    "jsonl": _JsonLinesEncoder,
+    "json": _JsonEncoder,
+}
+
+
+def _tsv_line(values: Iterable[str]) -> str:
+    return "\t".join(map(escape_tsv, values)) + "\n"
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+# --- writing ----------------------------------------------------------------
+
+
+class TableWriter:
+    """Writes rows to one output; use it as a context manager (see :func:`open_writer`).
+
+    This base class writes to an open stream it does not own (stdout).
+    ``completed_ids`` holds the ids already written by an interrupted run
+    being resumed; the caller skips those sequences.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        encoder: _Encoder,
+        completed_ids: frozenset[str] = frozenset(),
+    ) -> None:
+        self.completed_ids = completed_ids
+        self._stream = stream
+        self._encoder = encoder
+
+    def write(self, row: Row) -> None:
+        """Write the writer's columns of ``row`` and flush, so a crash loses no finished row."""
+        self._stream.write(self._encoder.row(row))
+        self._stream.flush()
+
+    def __enter__(self) -> TableWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self._commit()
+        else:
+            self._abandon()
+
+    def _commit(self) -> None:
+        self._stream.write(self._encoder.footer())
+        self._stream.flush()
+
+    def _abandon(self) -> None:
+        """Leave the stream as it is: every row is already flushed, and an
+        unterminated JSON document shows that the run failed."""
+
+
+class _PartialFileWriter(TableWriter):
+    """Writes ``<target>.partial`` and renames it onto the target on success."""
+
+    def __init__(
+        self,
+        stream: TextIO,
+        encoder: _Encoder,
+        completed_ids: frozenset[str],
+        target: Path,
+        fmt: str,
+    ) -> None:
+        super().__init__(stream, encoder, completed_ids)
+        self._target = target
+        self._fmt = fmt
+
+    def _commit(self) -> None:
+        self._stream.flush()
+        os.fsync(self._stream.fileno())
+        self._stream.close()
+        partial = partial_path(self._target)
+        if self._fmt == "json":
+            _publish_json(partial, self._target)
+        else:
+            os.replace(partial, self._target)
+
+    def _abandon(self) -> None:
+        self._stream.close()
+
+
+def open_writer(
+    path: str | os.PathLike[str],
+    fmt: str = "tsv",
+    columns: Sequence[str] = ANNOTATION_COLUMNS,
+    provenance: Mapping[str, str] | None = None,
+    *,
+    force: bool = False,
+    resume: bool = False,
+    resume_keys: Sequence[str] = (),
+) -> TableWriter:
+    """Open an output for rows with ``columns`` in format ``fmt`` (tsv, jsonl or json).
+
+    ``path`` ``"-"`` writes straight to stdout. Otherwise rows go to
+    ``<path>.partial``, which replaces ``path`` when the ``with`` block exits
+    without an exception and is kept when it raises. An existing output (or
+    partial output) is an error unless ``force`` is set. With ``resume``, an
+    existing partial output is continued if its provenance agrees with this
+    run's on every key in ``resume_keys``.
+    """
+    if fmt not in _ENCODERS:
+        raise OutputUsageError(
+            f"unknown output format {fmt!r} (choose one of: {', '.join(FORMATS)})"
+        )
+    columns = tuple(columns)
+    provenance = dict(provenance or {})
+    if os.fspath(path) == STDOUT:
+        if resume:
+            raise OutputUsageError(
+                "cannot resume output written to stdout; give an output file to use --resume"
+            )
+        encoder = _ENCODERS[fmt](columns)
+        sys.stdout.write(encoder.header(provenance))
+        sys.stdout.flush()
+        return TableWriter(sys.stdout, encoder)
+    if resume and "id" not in columns:
+        raise OutputUsageError("resuming needs an 'id' column to know which sequences are done")
+    target = Path(path)
+    _check_not_written(target, force=force, resume=resume)
+    return _open_partial(target, fmt, columns, provenance, resume=resume, resume_keys=resume_keys)
+
+
+def _check_not_written(target: Path, *, force: bool, resume: bool) -> None:
+    if force:
+        return
+    if target.exists():
+        if resume:
+            raise OutputExistsError(
+                f"{target} is already complete, nothing to resume (use --force to overwrite it)"
+            )
+        raise OutputExistsError(f"{target} already exists (use --force to overwrite it)")
+    partial = partial_path(target)
+    if partial.exists() and not resume:
+        raise OutputExistsError(
+            f"{partial} exists from an interrupted run "
+            "(use --resume to continue it or --force to start over)"
+        )
+
+
+def _open_partial(
+    target: Path,
+    fmt: str,
+    columns: tuple[str, ...],
+    provenance: dict[str, str],
+    *,
+    resume: bool,
+    resume_keys: Sequence[str],
+) -> _PartialFileWriter:
+    # JSON output is kept as JSON Lines until the end, so rows can be appended.
+    partial_fmt = "tsv" if fmt == "tsv" else "jsonl"
+    encoder = _ENCODERS[partial_fmt](columns)
+    partial = partial_path(target)
+    if resume and partial.exists() and _drop_incomplete_line(partial) > 0:
+        completed = _resumable_ids(partial, partial_fmt, columns, provenance, resume_keys)
+        stream = open(partial, "a", encoding="utf-8", newline="")
+    else:
+        completed = frozenset()
+        stream = open(partial, "w", encoding="utf-8", newline="")
+        stream.write(encoder.header(provenance))
+        stream.flush()
+    return _PartialFileWriter(stream, encoder, completed, target, fmt)
+
+
+def _drop_incomplete_line(path: Path) -> int:
+    """Cut ``path`` after its last newline, dropping a row cut short by a crash.
+
+    Returns the new size.
+    """
+    with open(path, "r+b") as handle:
+        size = sum(len(line) for line in handle if line.endswith(b"\n"))
+        handle.truncate(size)
+    return size
+
+
+def _resumable_ids(
+    partial: Path,
+    fmt: str,
+    columns: tuple[str, ...],
+    provenance: Mapping[str, str],
+    resume_keys: Sequence[str],
+) -> frozenset[str]:
+    """Return the ids in ``partial`` after checking it was written by an equivalent run."""
+    cannot = f"{partial}: cannot resume:"
+    with _open_table_file(partial) as handle:
+        table = _parse_table(handle, str(partial))
+        if table.fmt != fmt:
+            raise ResumeMismatchError(
+                f"{cannot} it holds {table.fmt} output, this run writes {fmt}"
+            )
+        for key in resume_keys:
+            before, now = table.provenance.get(key), provenance.get(key)
+            if before != now:
+                raise ResumeMismatchError(
+                    f"{cannot} {key!r} differs (partial has {before!r}, this run has {now!r}); "
+                    "use --force to start over"
+                )
+        if table.columns is not None:
+            _check_columns(table.columns, columns, cannot)
+        ids = set()
+        for row in table.rows:
+            _check_columns(tuple(row), columns, cannot)
+            ids.add(str(row["id"]))
+    return frozenset(ids)
+
+
+def _check_columns(found: tuple[str, ...], expected: tuple[str, ...], cannot: str) -> None:
+    if found != expected:
+        raise ResumeMismatchError(
+            f"{cannot} its columns ({', '.join(found)}) "
+            f"differ from this run's ({', '.join(expected)})"
+        )
+
+
+def _publish_json(partial: Path, target: Path) -> None:
+    """Stream the JSON Lines partial into the final JSON document, then replace the target."""
+    staging = Path(f"{target}.tmp")
+    try:
+        with (
+            open(partial, encoding="utf-8") as lines,
+            open(staging, "w", encoding="utf-8", newline="") as out,
+        ):
+            document = _JsonEncoder(())
+            out.write(document.header(json.loads(lines.readline())["provenance"]))
+            for line in lines:
+                out.write(document.item(line.rstrip("\n")))
+            out.write(document.footer())
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(staging, target)
+    finally:
+        staging.unlink(missing_ok=True)
+    partial.unlink()
+
+
+# --- reading ----------------------------------------------------------------
+
+
+@dataclass
+class _Table:
+    fmt: str
+    provenance: dict[str, str]
+    rows: Iterator[dict[str, Any]]
+    columns: tuple[str, ...] | None = None
+    """The TSV header row; JSON rows carry their own keys."""
+
+
+def read_table(path: str | os.PathLike[str]) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """Read a results file in any of the formats (detected by content): ``(provenance, rows)``.
+
+    TSV values come back as strings (``""`` for None); JSON formats keep their JSON types.
+    """
+    with _open_table_file(path) as handle:
+        table = _parse_table(handle, os.fspath(path))
+        return table.provenance, list(table.rows)
+
+
+def iter_table_rows(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Stream the rows of a results file (a JSON document is loaded whole)."""
+    with _open_table_file(path) as handle:
+        yield from _parse_table(handle, os.fspath(path)).rows
+
+
+def _open_table_file(path: str | os.PathLike[str]) -> TextIO:
+    try:
+        return open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise OutputError(f"{os.fspath(path)}: no such file") from None
+
+
+def _parse_table(handle: TextIO, name: str) -> _Table:
+    first = handle.readline()
+    if not first:
+        raise OutputFormatError(f"{name}: empty file, not a seqchat results table")
+    if not first.startswith("{"):
+        return _parse_tsv(first, handle, name)
+    provenance = _json_lines_provenance(first)
+    if provenance is not None:
+        return _Table("jsonl", provenance, _json_lines_rows(handle, name))
+    return _parse_json_document(first + handle.read(), name)
+
+
+def _parse_tsv(first: str, handle: TextIO, name: str) -> _Table:
+    provenance: dict[str, str] = {}
+    line, number = first, 1
+    while line.startswith("#"):
+        key, _, value = line[1:].rstrip("\n").removeprefix(" ").partition(": ")
+        provenance[unescape_tsv(key)] = unescape_tsv(value)
+        line, number = handle.readline(), number + 1
+    if not line:
+        raise OutputFormatError(f"{name}: no header row")
+    columns = tuple(map(unescape_tsv, line.rstrip("\n").split("\t")))
+    return _Table("tsv", provenance, _tsv_rows(handle, columns, name, number + 1), columns)
+
+
+def _tsv_rows(
+    lines: Iterable[str], columns: tuple[str, ...], name: str, first_number: int
+) -> Iterator[dict[str, Any]]:
+    for number, line in enumerate(lines, start=first_number):
+        values = line.rstrip("\n").split("\t")
+        if len(values) != len(columns):
+            raise OutputFormatError(
+                f"{name}: line {number} has {len(values)} fields, expected {len(columns)}"
+            )
+        yield dict(zip(columns, map(unescape_tsv, values)))
+
+
+def _json_lines_provenance(first: str) -> dict[str, str] | None:
+    """The provenance if ``first`` is a JSON Lines header line, else None (a JSON document)."""
+    try:
+        header = json.loads(first)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(header, dict) and list(header) == ["provenance"]:
+        return header["provenance"]
+    return None
+
+
+def _json_lines_rows(lines: Iterable[str], name: str) -> Iterator[dict[str, Any]]:
+    for number, line in enumerate(lines, start=2):
+        if line.strip():
+            row = _load_json(line, name, number)
+            if not isinstance(row, dict):
+                raise OutputFormatError(f"{name}: line {number} is not a JSON object")
+            yield row
+
+
+def _parse_json_document(text: str, name: str) -> _Table:
+    document = _load_json(text, name, 1)
+    if not (
+        isinstance(document, dict)
+        and isinstance(document.get("provenance"), dict)
+        and isinstance(document.get("results"), list)
+    ):
+        raise OutputFormatError(
+            f"{name}: not a seqchat results document (needs provenance and results)"
+        )
+    return _Table("json", document["provenance"], iter(document["results"]))
+
+
+def _load_json(text: str, name: str, first_line: int) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        line = first_line + error.lineno - 1
+        raise OutputFormatError(f"{name}: invalid JSON at line {line} ({error.msg})") from None
