@@ -244,5 +244,243 @@ def models_info(name: str, allow_external_paths: bool) -> None:
         click.echo(f"{digest}  {file_name}")
 
 
+def _load_run_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """`--config run.yaml` supplies defaults for every option; flags given override it."""
+    if value is None:
+        return None
+    import yaml
+
+    try:
+        settings = yaml.safe_load(Path(value).read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise click.BadParameter(f"{value}: {error}", param_hint="--config")
+    if not isinstance(settings, dict):
+        raise click.BadParameter(f"{value}: expected a mapping of option names", param_hint="--config")
+    ctx.default_map = {**(ctx.default_map or {}), **{k.replace("-", "_"): v for k, v in settings.items()}}
+    return value
+
+
+_TRAINING_OPTIONS = [
+    click.option("--config", type=click.Path(dir_okay=False), callback=_load_run_config, is_eager=True, expose_value=False, help="YAML file of option values (flags override)."),
+    click.option("--data", multiple=True, required=True, help="Training data (repeatable)."),
+    click.option("-m", "--model", required=True, help="Base bundle (name or path)."),
+    click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory of the new bundle."),
+    click.option("--epochs", type=click.IntRange(1), default=1, show_default=True),
+    click.option("--max-steps", type=click.IntRange(1), default=None),
+    click.option("--lr", type=float, default=1e-3, show_default=True),
+    click.option("--encoder-lr", type=float, default=None, help="Learning rate of the encoder [--lr]."),
+    click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True, help="Per process."),
+    click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.05, show_default=True),
+    click.option("--val-data", multiple=True, help="Validation data instead of a random split."),
+    click.option("--val-every", type=click.IntRange(1), default=50, show_default=True),
+    click.option("--val-max-examples", type=click.IntRange(1), default=256, show_default=True, help="Validation examples scored each time."),
+    click.option("--checkpoint-every", type=click.IntRange(1), default=100, show_default=True),
+    click.option("--warmup-steps", type=click.IntRange(0), default=20, show_default=True),
+    click.option("--max-target-tokens", type=click.IntRange(2), default=96, show_default=True),
+    click.option("--projector-type", type=click.Choice(["linear", "mlp"]), default=None),
+    click.option("--max-soft-tokens", type=click.IntRange(1), default=None),
+    click.option("--pool-stride", type=click.IntRange(1), default=None),
+    click.option("--train-encoder", is_flag=True, help="Train the encoder too."),
+    click.option("--init-encoder", type=click.Path(dir_okay=False, exists=True), default=None, help="Start from a fresh encoder built from this multimolecule config."),
+    click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --out."),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--threads", "-t", type=click.IntRange(1), default=None),
+    click.option("--device", default="auto", show_default=True),
+]
+
+
+def training_options(function: Any) -> Any:
+    for option in reversed(_TRAINING_OPTIONS):
+        function = option(function)
+    return function
+
+
+def _run_training(stage: str, options: dict[str, Any]) -> None:
+    from seqchat.training import TrainSettings, train
+
+    for name in ("data", "val_data"):
+        options[name] = list(options[name])
+    out = train(TrainSettings(stage=stage, **options), log=lambda line: click.echo(line, err=True))
+    click.echo(f"wrote bundle {out}", err=True)
+
+
+@cli.group()
+def finetune() -> None:
+    """Train a bundle: stage 1 (align) and stage 2 (instruct)."""
+
+
+@finetune.command("align")
+@training_options
+def finetune_align(**options: Any) -> None:
+    """Stage 1: the sequence alone -> its description; trains the projector (and encoder)."""
+    _run_training("align", options)
+
+
+@finetune.command("instruct")
+@training_options
+@click.option("--lora-rank", type=click.IntRange(0), default=0, show_default=True, help="LoRA rank on the LLM's attention (0: none).")
+@click.option("--lora-alpha", type=float, default=None, help="LoRA alpha [2 x rank].")
+@click.option("--question", default=None, help="The bundle's default question when annotating.")
+def finetune_instruct(**options: Any) -> None:
+    """Stage 2: sequence + question -> answer; starts from a stage-1 bundle."""
+    _run_training("instruct", options)
+
+
+@finetune.command("make-qa")
+@click.option("--data", "inputs", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False), help="Annotation JSONL (yeast_sgd or rfam_nrc style).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="QA pairs JSONL to write.")
+def finetune_make_qa(inputs: tuple[str, ...], out: str) -> None:
+    """Turn structured annotations into stage-2 question/answer pairs (templates in docs)."""
+    from seqchat.qa import write_qa_jsonl
+
+    count = write_qa_jsonl(list(inputs), out)
+    click.echo(f"wrote {count} QA pairs to {out}", err=True)
+
+
+@cli.command("eval")
+@click.option("--references", "-r", required=True, type=click.Path(exists=True, dir_okay=False), help="JSONL (id + text) or seqchat TSV.")
+@click.option("--predictions", "-p", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False), help="seqchat TSV/JSONL outputs (repeatable, or several after one -p).")
+@click.argument("more_predictions", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Grouped bar chart (PNG).")
+@click.option("--no-embedding", is_flag=True, help="Skip the embedding-similarity metrics.")
+def eval_command(
+    references: str,
+    predictions: tuple[str, ...],
+    more_predictions: tuple[str, ...],
+    output: str | None,
+    plot: str | None,
+    no_embedding: bool,
+) -> None:
+    """Score predictions against references: BLEU-1..4, METEOR, ROUGE-1/2/L, embedding similarity."""
+    import json
+
+    from rich.console import Console
+
+    from seqchat.metrics import evaluate, format_table, load_texts, plot_reports
+
+    reference_texts = load_texts(references)
+    reports = {}
+    for path in (*predictions, *more_predictions):
+        reports[Path(path).stem] = evaluate(reference_texts, load_texts(path), embedding=not no_embedding)
+    console = Console()
+    console.print(format_table(reports))
+    for name, report in reports.items():
+        for note in report.notes:
+            click.echo(f"{name}: {note}", err=True)
+    if output:
+        Path(output).write_text(json.dumps({n: r.to_dict() for n, r in reports.items()}, indent=2) + "\n")
+    if plot:
+        plot_reports(reports, plot)
+
+
+def _reference_rows(path: str) -> list[tuple[str, str, str]]:
+    """(id, sequence, description) from a JSONL of annotated sequences."""
+    import json
+
+    from seqchat.errors import SeqchatError
+
+    rows = []
+    with open(path) as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                rows.append((str(row["id"]), str(row["sequence"]), str(row.get("text") or row["description"])))
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise SeqchatError(f"{path}:{number}: need JSON with id, sequence and text ({error})")
+    if not rows:
+        raise SeqchatError(f"{path}: no reference sequences")
+    return rows
+
+
+@cli.group()
+def baseline() -> None:
+    """What a user would get without seqchat's model, to compare against."""
+
+
+@baseline.command("nearest")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(allow_dash=True))
+@click.option("--reference", required=True, type=click.Path(exists=True, dir_okay=False), help="JSONL of annotated sequences (id, sequence, text).")
+@click.option("-k", type=click.IntRange(1, 13), default=None, help="k-mer size [8].")
+@click.option("-o", "--output", default="-", show_default=True)
+@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="tsv", show_default=True)
+@click.option("--force", is_flag=True)
+def baseline_nearest(inputs: tuple[str, ...], reference: str, k: int | None, output: str, fmt: str, force: bool) -> None:
+    """Copy the description of the most similar reference sequence (k-mer profile cosine)."""
+    from seqchat.baselines import DEFAULT_K, KmerNearestNeighbour
+    from seqchat.sequences import read_records
+    from seqchat.writers import open_writer
+
+    model = KmerNearestNeighbour(k=k or DEFAULT_K).fit(_reference_rows(reference))
+    columns = ("id", "length", "description", "neighbour", "similarity")
+    provenance = {"seqchat": __version__, "baseline": f"k-mer nearest neighbour (k={k or DEFAULT_K})", "reference": reference}
+    with open_writer(output, fmt, columns, provenance, force=force) as writer:
+        for record in read_records(inputs):
+            prediction = model.predict([record.sequence])[0]
+            writer.write({"id": record.id, "length": record.length, "description": prediction.description,
+                          "neighbour": prediction.ref_id or "", "similarity": round(prediction.similarity, 4)})
+
+
+@baseline.command("most-common")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(allow_dash=True))
+@click.option("--reference", required=True, type=click.Path(exists=True, dir_okay=False), help="JSONL of annotated sequences (id, sequence, text).")
+@click.option("-o", "--output", default="-", show_default=True)
+@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="tsv", show_default=True)
+@click.option("--force", is_flag=True)
+def baseline_most_common(inputs: tuple[str, ...], reference: str, output: str, fmt: str, force: bool) -> None:
+    """Predict the single most common reference description for every sequence."""
+    from seqchat.baselines import most_common_description
+    from seqchat.sequences import read_records
+    from seqchat.writers import open_writer
+
+    description = most_common_description(text for _id, _seq, text in _reference_rows(reference))
+    provenance = {"seqchat": __version__, "baseline": "most common description", "reference": reference}
+    with open_writer(output, fmt, ("id", "length", "description"), provenance, force=force) as writer:
+        for record in read_records(inputs):
+            writer.write({"id": record.id, "length": record.length, "description": description})
+
+
+@baseline.command("llm-only")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(allow_dash=True))
+@click.option("-m", "--model", default="default", show_default=True, help="Bundle whose LLM answers.")
+@click.option("--question", default=None, help="Question asked after the sequence text.")
+@click.option("--max-nucleotides", type=click.IntRange(1), default=1000, show_default=True, help="Longest sequence text shown.")
+@click.option("--max-new-tokens", type=click.IntRange(1), default=None)
+@click.option("-t", "--threads", type=click.IntRange(1), default=None)
+@click.option("--parallel", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option("-o", "--output", default="-", show_default=True)
+@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="tsv", show_default=True)
+@click.option("--force", is_flag=True)
+def baseline_llm_only(inputs: tuple[str, ...], model: str, question: str | None, max_nucleotides: int,
+                      max_new_tokens: int | None, threads: int | None, parallel: int, output: str, fmt: str, force: bool) -> None:
+    """The sequence given as text to the bundle's LLM (no encoder, no projector)."""
+    import os
+
+    from seqchat.annotate import with_decoding
+    from seqchat.bundle import load_bundle
+    from seqchat.llm_only import DEFAULT_TEXT_QUESTION, annotate_as_text
+    from seqchat.runtime import GgufRuntime
+    from seqchat.sequences import read_records
+    from seqchat.writers import ANNOTATION_COLUMNS, open_writer
+
+    bundle = load_bundle(model, require_weights=False)
+    decoding = with_decoding(bundle.decoding, max_new_tokens=max_new_tokens)
+    asked = question or DEFAULT_TEXT_QUESTION
+    provenance = {"seqchat": __version__, "baseline": "LLM only (sequence as text)", "llm": str(bundle.llm_path),
+                  "question": asked, "max_nucleotides": str(max_nucleotides)}
+    with GgufRuntime(bundle.llm_path, n_parallel=parallel, n_ctx_per_slot=max_nucleotides + 512,
+                     n_threads=threads or os.cpu_count()) as runtime, \
+            open_writer(output, fmt, ANNOTATION_COLUMNS, provenance, force=force) as writer:
+        for annotation in annotate_as_text(runtime, read_records(inputs), question=asked,
+                                           decoding=decoding, max_nucleotides=max_nucleotides):
+            writer.write(annotation.as_row())
+
+
 def main() -> None:
     cli(prog_name="seqchat")
+
+
+if __name__ == "__main__":  # python -m seqchat.cli (torchrun -m seqchat.cli)
+    main()

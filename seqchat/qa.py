@@ -242,8 +242,9 @@ def _sentence(text: str) -> str:
     text = _clean(text).rstrip(";,: ")
     if not text:
         return ""
-    first = re.match(r"[a-z]+\b", text)
-    if first is not None and not text[first.end() : first.end() + 1] in ("-",):
+    # "hypothetical protein; ..." -> "Hypothetical protein; ...", but leave names such
+    # as "tRNA-Pro", "snoR72", "mir-1" or "psi28S" alone.
+    if re.match(r"[a-z]+(?![\w-])", text):
         text = text[0].upper() + text[1:]
     if text[-1] not in ".!?":
         text += "."
@@ -327,7 +328,9 @@ _ABBREVIATIONS = {
     "al", "approx", "ca", "cf", "e.g", "eg", "etc", "fig", "figs", "i.e", "ie", "no",
     "nos", "sp", "spp", "st", "vs", "viz", "var", "ssp", "subsp", "dr", "mr", "ref",
 }  # fmt: skip
-_SENTENCE_END = re.compile(r"[.!?](?=\s+\S)")
+# A sentence end: ".", "!" or "?" before a space, or a period glued to the next
+# sentence ("snoRNAs.It is ...") but not inside initials such as "U.S." or "e.g.".
+_SENTENCE_END = re.compile(r"[.!?](?=\s+\S)|(?<=[A-Za-z]{2})\.(?=[A-Z][a-z])")
 
 
 def _first_sentence(text: str) -> str:
@@ -346,6 +349,15 @@ def _first_sentence(text: str) -> str:
                 continue
         return text[: end.start() + 1]
     return text
+
+
+def _family(name: str, accession: str) -> str:
+    """"5S ribosomal RNA (RF00001)"; "Hammerhead ribozyme (type I), accession RF00163"."""
+    if not accession:
+        return name
+    if name.endswith(")"):
+        return f"{name}, accession {accession}"
+    return f"{name} ({accession})"
 
 
 # --- templates -------------------------------------------------------------------------
@@ -392,7 +404,8 @@ def _product_answer(row: Mapping[str, Any]) -> str:
         if not product:
             return ""
         if _UNNAMED_PROTEIN.match(product):
-            return f"It encodes a {product[0].lower()}{product[1:]}."
+            unnamed = product[0].lower() + product[1:]
+            return f"It encodes {_article(unnamed)} {unnamed}."
         if _PROTEIN_NAME.match(product):
             return f"It encodes the protein {product}."
         return f"It encodes {product}."
@@ -420,14 +433,14 @@ def _rfam_answers(row: Mapping[str, Any], max_terms: int | None) -> dict[str, st
         answers["describe"] = _sentence(description)
     elif rna_class and parsed.name:
         # No curator comment (common for microRNAs): describe by class and family.
-        family = f"{parsed.name} ({accession})" if accession else parsed.name
+        family = _family(parsed.name, accession)
         answers["describe"] = (
             f"It is {_article(rna_class)} {rna_class} of the Rfam family {family}."
         )
     if rna_class:
         answers["class"] = f"This is {_article(rna_class)} {rna_class}."
     if parsed.name:
-        family = f"{parsed.name} ({accession})" if accession else parsed.name
+        family = _family(parsed.name, accession)
         answers["family"] = f"It belongs to the Rfam family {family}."
     if parsed.go_terms:
         terms = _term_list(parsed.go_terms, max_terms, "term")
@@ -460,7 +473,7 @@ def detect_kind(row: Mapping[str, Any]) -> str | None:
 
 def qa_pairs(
     row: Mapping[str, Any], *, kind: str | None = None, max_terms: int | None = None
-) -> list[dict[str, str]]:
+) -> list[dict[str, Any]]:
     """The QA pairs of one annotation row, in template order (see :data:`TEMPLATES`).
 
     ``kind`` overrides :func:`detect_kind`. ``max_terms`` caps how many GO terms an
@@ -499,7 +512,7 @@ def qa_pairs(
         for name in PASSTHROUGH_FIELDS
         if isinstance(row.get(name), (str, int)) and row.get(name) != ""
     }
-    pairs: list[dict[str, str]] = []
+    pairs: list[dict[str, Any]] = []
     for template in TEMPLATES[kind]:
         answer = answers.get(template.key, "")
         if not answer:
@@ -592,7 +605,7 @@ def iter_qa(
     *,
     kinds: Collection[str] | str | None = None,
     max_terms: int | None = None,
-) -> Iterator[dict[str, str]]:
+) -> Iterator[dict[str, Any]]:
     """Stream the QA pairs of JSONL annotation files, in file, row and template order.
 
     ``kinds`` keeps only rows of those kinds (None: all). ``"-"`` reads standard input;
@@ -640,15 +653,17 @@ def write_qa_jsonl(
     temporary = os.path.join(directory, f".{os.path.basename(out)}.{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as binary:
-            stream: IO[bytes] = (
-                gzip.GzipFile(fileobj=binary, mode="wb", mtime=0) if out.endswith(".gz") else binary
-            )
-            with io.TextIOWrapper(stream, encoding="utf-8", newline="\n") as text:
+            stream: IO[bytes] = binary
+            if out.endswith(".gz"):
+                stream = gzip.GzipFile(filename="", fileobj=binary, mode="wb", mtime=0)
+            text = io.TextIOWrapper(stream, encoding="utf-8", newline="\n")
+            try:
                 count = _write_pairs(pairs, text)
+            finally:
                 text.flush()
+                text.detach()
                 if stream is not binary:
-                    text.detach()
-                    stream.close()
+                    stream.close()  # writes the gzip trailer; leaves `binary` open
         os.replace(temporary, out)
     except OSError as error:
         raise QAInputError(f"{out}: cannot write ({error.strerror or error})") from None
@@ -658,7 +673,7 @@ def write_qa_jsonl(
     return count
 
 
-def _write_pairs(pairs: Iterable[Mapping[str, str]], stream: IO[str]) -> int:
+def _write_pairs(pairs: Iterable[Mapping[str, Any]], stream: IO[str]) -> int:
     count = 0
     for pair in pairs:
         stream.write(json.dumps(pair, ensure_ascii=False) + "\n")

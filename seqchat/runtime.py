@@ -231,11 +231,9 @@ class GgufRuntime:
         if not adapter:
             raise LlmRuntimeError(f"{path}: llama.cpp could not load this LoRA adapter")
         self._adapter = adapter
-        adapters = (ctypes.c_void_p * 1)(adapter)
+        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
         scales = (ctypes.c_float * 1)(scale)
-        status = llama_cpp.llama_set_adapters_lora(
-            self._ctx, ctypes.cast(adapters, ctypes.POINTER(ctypes.c_void_p)), 1, scales
-        )
+        status = llama_cpp.llama_set_adapters_lora(self._ctx, adapters, 1, scales)
         if status != 0:
             raise LlmRuntimeError(f"{path}: llama.cpp could not apply this LoRA adapter")
 
@@ -420,11 +418,14 @@ class GgufRuntime:
         llama_cpp.llama_memory_clear(self._memory, True)
         self._prefix = None
         seq = 1
-        entries = [(t, pos, seq, False) for pos, t in enumerate(prefix_ids)]
+        last_prefix = len(prefix_ids) - 1 if not len(embeddings) else -1
+        entries = [(t, pos, seq, pos == last_prefix) for pos, t in enumerate(prefix_ids)]
+        rows = []
         if entries:
             self._decode_tokens(entries)
+            if last_prefix >= 0:
+                rows.append(self._logits(-1))
         n_past = len(prefix_ids)
-        rows = []
         if len(embeddings):
             self._decode_embeddings(embeddings, n_past, seq, logits_last=True)
             rows.append(self._logits(-1))

@@ -13,6 +13,7 @@ RNG states and data position, so `resume` reaches the same final weights.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -448,7 +449,10 @@ class Trainer:
         while self.state.step < total:
             batches = epoch_batches(len(self.train_examples), batch_size, self.settings.seed, self.state.epoch)
             while self.state.batch_in_epoch < len(batches) and self.state.step < total:
-                indices = batches[self.state.batch_in_epoch][self.rank :: self.world]
+                batch = batches[self.state.batch_in_epoch]
+                if len(batch) < self.world:  # a short last batch: every process needs one
+                    batch = [batch[i % len(batch)] for i in range(self.world)]
+                indices = batch[self.rank :: self.world]
                 loss = self._train_step([self.train_examples[i] for i in indices])
                 self.state.batch_in_epoch += 1
                 self.state.step += 1
@@ -471,12 +475,20 @@ class Trainer:
             torch.distributed.barrier()
         return self.out
 
+    def _autocast(self) -> Any:
+        """bf16 (or fp16 where bf16 is missing) autocast on a GPU; full precision on the CPU."""
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+
     def _train_step(self, examples: Sequence[Example]) -> float:
         self.model.train()
         self.chain.llm.eval()
         if not self.settings.train_encoder:
             self.chain.encoder.eval()
-        loss = self.model(*self._batch_inputs(examples))
+        with self._autocast():
+            loss = self.model(*self._batch_inputs(examples))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
@@ -495,7 +507,8 @@ class Trainer:
         size = self.settings.batch_size
         for start in range(0, len(self.val_examples), size):
             batch = self.val_examples[start : start + size]
-            total += float(self.chain(*self._batch_inputs(batch))) * len(batch)
+            with self._autocast():
+                total += float(self.chain(*self._batch_inputs(batch))) * len(batch)
             count += len(batch)
         return total / max(count, 1)
 
@@ -556,6 +569,11 @@ class Trainer:
         torch.set_rng_state(extra["torch_rng"])
         saved = json.loads((latest / "state.json").read_text())
         self.state = RunState(**saved["run"])
+        metrics = self.out / "metrics.jsonl"
+        if self.rank == 0 and metrics.exists():  # steps after the checkpoint are run again
+            kept = [line for line in metrics.read_text().splitlines()
+                    if line and json.loads(line)["step"] <= self.state.step]
+            metrics.write_text("".join(line + "\n" for line in kept))
         self.log(f"resumed from step {self.state.step}")
 
     # output
@@ -643,4 +661,9 @@ def chain_from_bundle(bundle: Bundle) -> tuple[SeqchatChain, GgufVocabulary]:
     encoder = NucleotideEncoder.load(bundle.encoder, "cpu")
     projector = load_projector(bundle.projector, bundle.projector_weights)
     llm = load_training_llm(bundle.llm_path)
+    if bundle.lora_path is not None:
+        from seqchat.lora import merge_lora_gguf
+
+        # merged into the weights: W + (alpha / r) B A, what llama.cpp computes at scale 1
+        merge_lora_gguf(llm, bundle.lora_path, bundle.llm_path)
     return SeqchatChain(encoder, projector, llm).eval(), GgufVocabulary.load(bundle.llm_path)

@@ -16,8 +16,11 @@ from seqchat.lora import (
     load_lora,
     load_lora_state_dict,
     lora_state_dict,
+    merge_lora_gguf,
+    permute_rows,
     read_lora_config,
     save_lora,
+    unpermute_rows,
 )
 from tinymodels import write_tiny_gguf
 
@@ -98,7 +101,8 @@ def max_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_base_parity_without_lora(tiny_dir: Path) -> None:
     """Sanity check of the comparison itself: the dequantized F32 base agrees with llama.cpp."""
-    assert max_diff(torch_logits(load_base(tiny_dir)), llama_cpp_logits(tiny_dir / "tiny.gguf")) < 1e-3
+    expected = torch_logits(load_base(tiny_dir))
+    assert max_diff(expected, llama_cpp_logits(tiny_dir / "tiny.gguf")) < 1e-3
 
 
 def test_adapter_metadata_and_tensors(tiny_dir: Path, tmp_path: Path) -> None:
@@ -238,3 +242,118 @@ def test_mlp_targets_export(tiny_dir: Path, tmp_path: Path) -> None:
     model = lora_model(tiny_dir, ["gate_proj", "up_proj", "down_proj"], seed=5)
     adapter = export_lora_gguf(model, tiny_dir / "tiny.gguf", tmp_path / "mlp.gguf")
     assert max_diff(torch_logits(model), llama_cpp_logits(tiny_dir / "tiny.gguf", adapter)) < 1e-3
+
+
+# --- merging a GGUF adapter back into transformers (the PyTorch twin of a served bundle) ---
+
+
+def test_unpermute_inverts_permute() -> None:
+    weights = np.arange(64 * 3, dtype=np.float32).reshape(64, 3)
+    for n_head, n_head_kv in [(8, 8), (8, 4), (4, 2)]:
+        permuted = permute_rows(weights, n_head, n_head_kv)
+        assert not np.array_equal(permuted, weights)
+        np.testing.assert_array_equal(unpermute_rows(permuted, n_head, n_head_kv), weights)
+
+
+@pytest.mark.parametrize(
+    ("targets", "extra"),
+    [
+        (ATTENTION, {}),
+        (["q_proj", "k_proj", "gate_proj", "up_proj", "down_proj"], {}),
+        (ATTENTION, {"use_rslora": True}),
+    ],
+    ids=["attention", "qk-mlp", "rslora"],
+)
+def test_merge_round_trip(tiny_dir: Path, tmp_path: Path, targets: list[str], extra: dict) -> None:
+    """peft LoRA -> GGUF adapter -> merged into a fresh transformers model: same logits."""
+    model = lora_model(tiny_dir, targets, seed=6, **extra)
+    base = tiny_dir / "tiny.gguf"
+    adapter = export_lora_gguf(model, base, tmp_path / "adapter.gguf")
+    expected = torch_logits(model)
+
+    fresh = load_base(tiny_dir)
+    before = torch_logits(fresh)
+    merge_lora_gguf(fresh, adapter, base)
+    merged = torch_logits(fresh)
+    diff = max_diff(expected, merged)
+    print(f"merge round trip {targets}: max |logit diff| {diff:.2e}")
+    np.testing.assert_allclose(merged, expected, atol=1e-4, rtol=0)
+    assert max_diff(expected, before) > 0.1  # the LoRA matters, so the check can fail
+
+
+def test_merge_matches_llama_cpp(tiny_dir: Path, tmp_path: Path) -> None:
+    model = lora_model(tiny_dir, ATTENTION, seed=7)
+    base = tiny_dir / "tiny.gguf"
+    adapter = export_lora_gguf(model, base, tmp_path / "adapter.gguf")
+    fresh = load_base(tiny_dir)
+    merge_lora_gguf(fresh, adapter, base)
+    assert max_diff(torch_logits(fresh), llama_cpp_logits(base, adapter)) < 1e-3
+
+
+def test_merge_without_unpermuting_breaks(
+    tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = lora_model(tiny_dir, ["q_proj", "k_proj"], seed=8)
+    base = tiny_dir / "tiny.gguf"
+    adapter = export_lora_gguf(model, base, tmp_path / "adapter.gguf")
+    monkeypatch.setattr(lora_module, "unpermute_rows", lambda weights, *args: weights)
+    fresh = load_base(tiny_dir)
+    merge_lora_gguf(fresh, adapter, base)
+    assert max_diff(torch_logits(model), torch_logits(fresh)) > 0.1
+
+
+def write_adapter(path: Path, tensors: dict[str, np.ndarray], arch: str = "llama") -> Path:
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, 8.0)
+    for name, data in tensors.items():
+        writer.add_tensor(name, np.ascontiguousarray(data, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("tensors", "message"),
+    [
+        ({"output.weight.lora_a": np.ones((4, 64)), "output.weight.lora_b": np.ones((300, 4))},
+         "output.weight.lora_a"),
+        ({"blk.0.attn_v.weight.lora_a": np.ones((4, 64)),
+          "blk.0.attn_v.weight.lora_b": np.ones((64, 4))}, "64 -> 64 but"),
+        ({"blk.0.attn_q.weight.lora_a": np.ones((4, 64)),
+          "blk.0.attn_q.weight.lora_b": np.ones((64, 2))}, "not a pair"),
+        ({"blk.0.attn_q.weight.lora_a": np.ones((4, 64))}, "no lora_b"),
+        ({"blk.9.attn_q.weight.lora_a": np.ones((4, 64)),
+          "blk.9.attn_q.weight.lora_b": np.ones((64, 4))}, "layer 9"),
+    ],
+    ids=["unknown-name", "shape", "rank", "unpaired", "layer"],
+)
+def test_merge_refuses(
+    tiny_dir: Path, tmp_path: Path, tensors: dict[str, np.ndarray], message: str
+) -> None:
+    adapter = write_adapter(tmp_path / "bad.gguf", tensors)
+    model = load_base(tiny_dir)
+    before = {name: p.clone() for name, p in model.state_dict().items()}
+    with pytest.raises(LoraExportError, match=message) as raised:
+        merge_lora_gguf(model, adapter, tiny_dir / "tiny.gguf")
+    assert isinstance(raised.value, SeqchatError)
+    # nothing was merged
+    assert all(torch.equal(before[name], p) for name, p in model.state_dict().items())
+
+
+def test_merge_refuses_non_adapters(tiny_dir: Path, tmp_path: Path) -> None:
+    model = load_base(tiny_dir)
+    with pytest.raises(LoraExportError, match="not a GGUF LoRA adapter"):
+        merge_lora_gguf(model, tiny_dir / "tiny.gguf", tiny_dir / "tiny.gguf")
+    other = write_adapter(tmp_path / "qwen.gguf", {}, arch="qwen3")
+    with pytest.raises(LoraExportError, match="qwen3"):
+        merge_lora_gguf(model, other, tiny_dir / "tiny.gguf")
+    bogus = tmp_path / "bogus.gguf"
+    bogus.write_bytes(b"not a gguf at all")
+    with pytest.raises(LoraExportError, match="bogus.gguf"):
+        merge_lora_gguf(model, bogus, tiny_dir / "tiny.gguf")

@@ -1,0 +1,169 @@
+"""Shared fixtures: one tiny bundle per session, FASTA writers and ways to run the CLI.
+
+`tests/` goes on sys.path so that `import tinymodels` works from any test module.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+
+# --- the bundle --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete tiny bundle (RNA-FM encoder with a 64-nt window, linear projector,
+    2-layer GGUF llama). Tests must not modify it: copy it with `bundle_copy` first."""
+    from tinymodels import write_tiny_bundle
+
+    return write_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny")
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle: Path, tmp_path: Path):
+    """A fresh copy of the tiny bundle that a test may break."""
+
+    def copy(name: str = "copy") -> Path:
+        return Path(shutil.copytree(tiny_bundle, tmp_path / name))
+
+    return copy
+
+
+# --- input -------------------------------------------------------------------------------
+
+
+def random_sequence(rng: random.Random, length: int) -> str:
+    return "".join(rng.choice("ACGT") for _ in range(length))
+
+
+def write_fasta(path: Path, records: Sequence[tuple[str, str]], width: int = 60) -> Path:
+    """Write (id, sequence) records, wrapping sequence lines at `width`."""
+    with open(path, "w") as handle:
+        for identifier, sequence in records:
+            handle.write(f">{identifier} test record\n")
+            for start in range(0, len(sequence), width):
+                handle.write(sequence[start : start + width] + "\n")
+    return path
+
+
+def make_records(n: int, seed: int = 0, lengths: Sequence[int] | None = None) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    if lengths is None:
+        lengths = [rng.randint(8, 140) for _ in range(n)]
+    return [(f"s{i:04d}", random_sequence(rng, length)) for i, length in enumerate(lengths)]
+
+
+# Several records, one (s0001) longer than the tiny encoder's 64-nt window (three windows),
+# one exactly a window, one a window plus one, and a 1-nt one.
+SMALL_LENGTHS = [23, 150, 64, 65, 7, 41, 1, 98]
+
+
+@pytest.fixture(scope="session")
+def small_records() -> list[tuple[str, str]]:
+    return make_records(len(SMALL_LENGTHS), seed=11, lengths=SMALL_LENGTHS)
+
+
+@pytest.fixture(scope="session")
+def small_fasta(tmp_path_factory: pytest.TempPathFactory, small_records) -> Path:
+    return write_fasta(tmp_path_factory.mktemp("input") / "small.fa", small_records)
+
+
+# --- running the CLI ---------------------------------------------------------------------
+
+
+def seqchat_executable() -> str:
+    """The `seqchat` console script of the environment running the tests."""
+    beside_python = Path(sys.executable).parent / "seqchat"
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("seqchat")
+    if found is None:
+        pytest.skip("the seqchat console script is not installed")
+    return found
+
+
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("SEQCHAT_HOME", None)
+    env["PYTHONWARNINGS"] = "ignore"
+    return env
+
+
+def start_seqchat(args: Sequence[str], cwd: Path, stdin: bytes | None = None) -> subprocess.Popen:
+    """Start `seqchat ARGS`; `stdin` bytes are written to its standard input (a pipe)."""
+    process = subprocess.Popen(
+        [seqchat_executable(), *args],
+        cwd=cwd,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=subprocess_env(),
+    )
+    if stdin is not None:
+        assert process.stdin is not None and len(stdin) < 60_000  # fits the pipe buffer
+        process.stdin.write(stdin)
+        process.stdin.close()
+        process.stdin = None
+    return process
+
+
+def finish_seqchat(process: subprocess.Popen, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Wait for a process from start_seqchat; its output as text."""
+    stdout, stderr = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(
+        process.args, process.returncode,
+        stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"),
+    )
+
+
+def run_seqchat(
+    args: Sequence[str], cwd: Path, stdin: bytes | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    return finish_seqchat(start_seqchat(args, cwd, stdin), timeout)
+
+
+def invoke(args: Sequence[str], input: bytes | str | None = None):
+    """Run the CLI in this process with click's CliRunner; stderr is kept apart.
+
+    `--threads N` sets torch's thread count for the whole process: it is put back after."""
+    import torch
+    from click.testing import CliRunner
+
+    from seqchat.cli import cli
+
+    threads = torch.get_num_threads()
+    try:
+        return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=True)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def without_command_line(text: str) -> str:
+    """Output text minus the provenance line that records the command itself."""
+    return "\n".join(line for line in text.split("\n") if not line.startswith("# command:"))
+
+
+def assert_clean_failure(returncode: int, stderr: str, *words: str) -> str:
+    """A non-zero exit with one `seqchat: error:` line naming every one of `words`."""
+    assert returncode != 0, stderr
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    message = lines[0]
+    assert message.startswith("seqchat: error: ") or message.startswith("Error: "), message
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
+    return message
