@@ -32,12 +32,14 @@ class LlmRuntimeError(SeqchatError):
 
 @dataclass(frozen=True)
 class DecodingSettings:
-    """How tokens are chosen. temperature 0 is greedy."""
+    """How tokens are chosen. temperature 0 is greedy; `ignore_eos` (benchmarks) always
+    generates `max_new_tokens`."""
 
     max_new_tokens: int = 64
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,9 @@ class GgufRuntime:
         ctx_params.n_ubatch = self.n_batch
         ctx_params.n_seq_max = n_parallel + 1
         ctx_params.kv_unified = True
+        # Flash attention's result depends on the batch's shape; without it a sequence's
+        # output is byte-identical whatever --parallel is.
+        ctx_params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         ctx_params.no_perf = True
         threads = n_threads or 1
         ctx_params.n_threads = threads
@@ -386,7 +391,7 @@ class GgufRuntime:
             still_running = []
             for slot in active:
                 token = self._choose(slot, settings)
-                if self.vocabulary.is_end_of_generation(token):
+                if not settings.ignore_eos and self.vocabulary.is_end_of_generation(token):
                     free.append(slot.seq_id)
                     yield self._finish(slot, "stop")
                     continue

@@ -98,7 +98,6 @@ def seqchat_executable() -> str:
 def subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("SEQCHAT_HOME", None)
-    env["PYTHONWARNINGS"] = "ignore"
     return env
 
 
@@ -163,7 +162,7 @@ def assert_clean_failure(returncode: int, stderr: str, *words: str) -> str:
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1, stderr
     message = lines[0]
-    assert message.startswith("seqchat: error: ") or message.startswith("Error: "), message
+    assert message.startswith("seqchat: error: "), message
     for word in words:
         assert word in message, f"{word!r} not in {message!r}"
     return message
