@@ -360,6 +360,8 @@ def eval_command(
     from seqchat.metrics import evaluate, format_table, load_texts, plot_reports
 
     reference_texts = load_texts(references)
+    if not reference_texts:
+        raise SeqchatError(f"{references}: no references (need rows with an id and a text)")
     reports = {}
     for path in (*predictions, *more_predictions):
         reports[Path(path).stem] = evaluate(reference_texts, load_texts(path), embedding=not no_embedding)

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Compare the default bundle with the baselines on the validation split (yeast chromosomes
 # XII-XIII, 10 % of the nRC families' sequences), 150 sequences of each kind.
-#   bash models/default/evaluate.sh [BUNDLE] [N]
+#   bash models/default/evaluate.sh [BUNDLE] [N] [OUT]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bundle=${1:-default}
 n=${2:-150}
-out=runs/default/eval
+out=${3:-runs/default/eval}
+threads=${THREADS:-1}
 mkdir -p "$out"
 for kind in yeast rfam; do
   python - "$kind" "$n" "$out" <<'PY'
@@ -18,10 +19,10 @@ with open(f"{out}/{kind}.fa", "w") as fa, open(f"{out}/{kind}_refs.jsonl", "w") 
         fa.write(f">{r['id']}\n{r['sequence']}\n")
         refs.write(json.dumps({"id": r["id"], "text": r["text"]}) + "\n")
 PY
-  seqchat annotate -q -m "$bundle" "$out/$kind.fa" -o "$out/$kind-seqchat.tsv" --force
+  seqchat annotate -q -t "$threads" -m "$bundle" "$out/$kind.fa" -o "$out/$kind-seqchat.tsv" --force
   seqchat baseline nearest "$out/$kind.fa" --reference "runs/default/data/${kind}_train.jsonl" -o "$out/$kind-nearest.tsv" --force
   seqchat baseline most-common "$out/$kind.fa" --reference "runs/default/data/${kind}_train.jsonl" -o "$out/$kind-most-common.tsv" --force
-  seqchat baseline llm-only -m "$bundle" "$out/$kind.fa" --max-nucleotides 500 -o "$out/$kind-llm-only.tsv" --force
+  seqchat baseline llm-only -t "$threads" -m "$bundle" "$out/$kind.fa" --max-nucleotides 500 -o "$out/$kind-llm-only.tsv" --force
   seqchat eval --references "$out/${kind}_refs.jsonl" \
     --predictions "$out/$kind-seqchat.tsv" "$out/$kind-nearest.tsv" "$out/$kind-most-common.tsv" "$out/$kind-llm-only.tsv" \
     -o "$out/$kind-report.json" --plot "$out/$kind-metrics.png"

