@@ -12,10 +12,11 @@ from seqchat.writers import read_table
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_default_bundle_is_listed() -> None:
+def test_shipped_bundles_are_listed() -> None:
     result = run_seqchat(["models"], ROOT)
     assert result.returncode == 0, result.stderr
-    assert any(line.split("\t")[:2] == ["default", "shipped"] for line in result.stdout.splitlines())
+    listed = {tuple(line.split("\t")[:2]) for line in result.stdout.splitlines()}
+    assert {("default", "shipped"), ("default-instruct", "shipped")} <= listed
 
 
 def test_default_bundle_annotates_the_examples(tmp_path: Path) -> None:
@@ -26,7 +27,20 @@ def test_default_bundle_annotates_the_examples(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     provenance, rows = read_table(out)
     assert provenance["bundle"].startswith("default ")
-    assert "sha256 lora" in provenance and "sha256 projector" in provenance
+    assert "sha256 projector" in provenance and "sha256 encoder/model.safetensors" in provenance
     ids = [line[1:].split()[0] for line in (ROOT / "examples/genes.fasta").read_text().splitlines() if line.startswith(">")]
     assert [row["id"] for row in rows] == ids
     assert all(row["description"].strip() and 0 < int(row["n_tokens"]) <= 16 for row in rows)
+
+
+def test_instruct_bundle_answers_a_question_with_its_lora(tmp_path: Path) -> None:
+    out = tmp_path / "answer.jsonl"
+    result = run_seqchat(
+        ["annotate", "examples/genes.fasta", "-m", "default-instruct", "-f", "jsonl", "-o", str(out),
+         "--threads", "1", "--max-new-tokens", "8", "--question", "What class of RNA is this?"], ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    provenance, rows = read_table(out)
+    assert "sha256 lora" in provenance
+    assert "What class of RNA is this?" in provenance["prompt"]
+    assert len(rows) == 7 and all(row["description"].strip() for row in rows)

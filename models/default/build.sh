@@ -8,9 +8,16 @@ data=${1:-../shared/data}
 python models/default/prepare_data.py "$data" runs/default/data
 [ -f runs/default/align/seqchat.yaml ] || seqchat finetune align --config models/default/align.yaml --resume
 [ -f runs/default/instruct/seqchat.yaml ] || seqchat finetune instruct --config models/default/instruct.yaml --resume
-rm -rf models/default/encoder
-cp -r runs/default/instruct/encoder runs/default/instruct/projector.safetensors runs/default/instruct/lora.gguf models/default/
-sed -e 's/^name: .*/name: default/' -e 's#^  base: .*#  base: runs/default/align#' runs/default/instruct/seqchat.yaml > models/default/seqchat.yaml
-cp runs/default/align/loss.png models/default/loss-align.png
-cp runs/default/instruct/loss.png models/default/loss-instruct.png
-echo "installed the default bundle in models/default"
+# default: the stage-1 bundle (it describes sequences best on the validation split);
+# default-instruct: the stage-2 bundle with its LoRA (answers questions; used by the REPL).
+install() {  # install RUN_DIR TARGET_DIR NAME
+  rm -rf "$2/encoder"
+  mkdir -p "$2"
+  cp -r "$1/encoder" "$1/projector.safetensors" "$2/"
+  [ ! -f "$1/lora.gguf" ] || cp "$1/lora.gguf" "$2/"
+  cp "$1/loss.png" "$2/loss.png"
+  sed -e "s/^name: .*/name: $3/" -e 's#^  base: .*#  base: (see the recipe in models/default)#' "$1/seqchat.yaml" > "$2/seqchat.yaml"
+}
+install runs/default/align models/default default
+install runs/default/instruct models/default-instruct default-instruct
+echo "installed the bundles default and default-instruct under models/"
