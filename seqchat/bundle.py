@@ -45,7 +45,12 @@ def seqchat_home() -> Path:
 
 
 def shipped_bundles_dir() -> Path:
-    return Path(str(importlib.resources.files("seqchat.bundles")))
+    """The installed `seqchat.bundles` package (the repository's `models/`); when seqchat is
+    imported from a source checkout that shadows the installed package, `models/` itself."""
+    try:
+        return Path(str(importlib.resources.files("seqchat.bundles")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "models"
 
 
 @dataclass(frozen=True)

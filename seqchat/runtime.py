@@ -197,9 +197,12 @@ class GgufRuntime:
         ctx_params.n_ubatch = self.n_batch
         ctx_params.n_seq_max = n_parallel + 1
         ctx_params.kv_unified = True
-        # Flash attention's result depends on the batch's shape; without it a sequence's
-        # output is byte-identical whatever --parallel is.
+        # Flash attention's result depends on the batch's shape, and an F16 KV cache rounds
+        # differently for a batch than for one token: without either, a sequence's output is
+        # byte-identical whatever --parallel is, and soft tokens match token ids to 1e-5.
         ctx_params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        ctx_params.type_k = llama_cpp.GGML_TYPE_F32
+        ctx_params.type_v = llama_cpp.GGML_TYPE_F32
         ctx_params.no_perf = True
         threads = n_threads or 1
         ctx_params.n_threads = threads
