@@ -168,6 +168,7 @@ class Annotator:
         items = {
             "seqchat": __version__,
             "bundle": f"{self.bundle.name} ({self.bundle.root})",
+            "system": self.bundle.prompt.system or "",
             "prompt": self.bundle.prompt.user.replace("{question}", self.question),
             "decoding": (
                 f"max_new_tokens={settings.max_new_tokens} temperature={settings.temperature} "
