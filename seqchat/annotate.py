@@ -59,6 +59,29 @@ class SoftTokenizer:
         return [self.projector(s).float().cpu().numpy() for s in states]
 
 
+def load_models(
+    bundle: Bundle, *, device: str, threads: int | None, parallel: int, n_ctx_per_slot: int
+) -> tuple[SoftTokenizer, GgufRuntime]:
+    """The bundle's encoder + projector and its LLM in a runtime with `parallel` slots."""
+    if bundle.projector_weights is None:
+        raise BundleError(f"{bundle.root}: the projector has no trained weights")
+    if threads:
+        torch.set_num_threads(threads)
+    torch_device = resolve_device(device)
+    encoder = NucleotideEncoder.load(bundle.encoder, torch_device)
+    projector = load_projector(bundle.projector, bundle.projector_weights)
+    runtime = GgufRuntime(
+        bundle.llm_path,
+        n_parallel=parallel,
+        n_ctx_per_slot=n_ctx_per_slot,
+        n_threads=threads,
+        lora_path=bundle.lora_path,
+        lora_scale=bundle.lora_scale,
+        n_gpu_layers=-1 if torch_device.type == "cuda" else 0,
+    )
+    return SoftTokenizer(encoder, projector), runtime
+
+
 class Annotator:
     """Writes one description per sequence with a bundle's models."""
 
@@ -99,29 +122,11 @@ class Annotator:
                 allow_external_paths=allow_external_paths,
                 trust_remote_code=trust_remote_code,
             )
-        if threads:
-            torch.set_num_threads(threads)
-        torch_device = resolve_device(device)
-        encoder = NucleotideEncoder.load(bundle.encoder, torch_device)
-        if bundle.projector_weights is None:
-            raise BundleError(f"{bundle.root}: the projector has no trained weights")
-        projector = load_projector(bundle.projector, bundle.projector_weights)
-        runtime = GgufRuntime(
-            bundle.llm_path,
-            n_parallel=parallel,
+        soft_tokenizer, runtime = load_models(
+            bundle, device=device, threads=threads, parallel=parallel,
             n_ctx_per_slot=bundle.n_ctx_per_slot,
-            n_threads=threads,
-            lora_path=bundle.lora_path,
-            lora_scale=bundle.lora_scale,
-            n_gpu_layers=-1 if torch_device.type == "cuda" else 0,
         )
-        return cls(
-            bundle,
-            SoftTokenizer(encoder, projector),
-            runtime,
-            question=question,
-            decoding=decoding,
-        )
+        return cls(bundle, soft_tokenizer, runtime, question=question, decoding=decoding)
 
     def close(self) -> None:
         self.runtime.close()

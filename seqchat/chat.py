@@ -319,34 +319,17 @@ class ChatModel:
         allow_external_paths: bool = False,
         trust_remote_code: bool = False,
     ) -> ChatModel:
-        import torch
-
-        from seqchat.annotate import SoftTokenizer
-        from seqchat.bundle import Bundle, BundleError, load_bundle
-        from seqchat.encoders import NucleotideEncoder, resolve_device
-        from seqchat.projector import load_projector
+        from seqchat.annotate import load_models
+        from seqchat.bundle import Bundle, load_bundle
 
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(
                 bundle, allow_external_paths=allow_external_paths, trust_remote_code=trust_remote_code
             )
-        if bundle.projector_weights is None:
-            raise BundleError(f"{bundle.root}: the projector has no trained weights")
-        if threads:
-            torch.set_num_threads(threads)
-        torch_device = resolve_device(device)
-        encoder = NucleotideEncoder.load(bundle.encoder, torch_device)
-        projector = load_projector(bundle.projector, bundle.projector_weights)
-        runtime = GgufRuntime(
-            bundle.llm_path,
-            n_parallel=1,
-            n_ctx_per_slot=context,
-            n_threads=threads,
-            lora_path=bundle.lora_path,
-            lora_scale=bundle.lora_scale,
-            n_gpu_layers=-1 if torch_device.type == "cuda" else 0,
+        soft_tokenizer, runtime = load_models(
+            bundle, device=device, threads=threads, parallel=1, n_ctx_per_slot=context
         )
-        return cls(bundle, SoftTokenizer(encoder, projector), runtime, decoding or bundle.decoding)
+        return cls(bundle, soft_tokenizer, runtime, decoding or bundle.decoding)
 
     def soft_tokens(self, sequence: str) -> np.ndarray:
         """The soft-token matrix of a canonical sequence (computed once per sequence)."""
