@@ -16,13 +16,7 @@ from seqchat.encoders import (
     to_alphabet,
 )
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and spinning threads suffer on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 HIDDEN = 32  # tinymodels.write_tiny_encoder

@@ -20,13 +20,7 @@ from seqchat.runtime import (
     log_softmax,
 )
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and spinning threads suffer on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # Sequences for the parity checks: short, one window, several windows, past max_soft_tokens.
