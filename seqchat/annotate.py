@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from seqchat.bundle import Bundle, BundleError, load_bundle
+from seqchat.bundle import Bundle, BundleError, resolve_bundle
 from seqchat.encoders import NucleotideEncoder, resolve_device
 from seqchat.projector import Projector, load_projector
 from seqchat.prompt import layout_for
@@ -116,12 +116,9 @@ class Annotator:
         allow_external_paths: bool = False,
         trust_remote_code: bool = False,
     ) -> Annotator:
-        if not isinstance(bundle, Bundle):
-            bundle = load_bundle(
-                bundle,
-                allow_external_paths=allow_external_paths,
-                trust_remote_code=trust_remote_code,
-            )
+        bundle = resolve_bundle(
+            bundle, allow_external_paths=allow_external_paths, trust_remote_code=trust_remote_code
+        )
         soft_tokenizer, runtime = load_models(
             bundle, device=device, threads=threads, parallel=parallel,
             n_ctx_per_slot=bundle.n_ctx_per_slot,

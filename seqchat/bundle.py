@@ -262,3 +262,14 @@ def load_bundle(
             top_p=float(generation.get("top_p", 1.0)),
         ),
     )
+
+
+def resolve_bundle(
+    bundle: str | Bundle, *, allow_external_paths: bool = False, trust_remote_code: bool = False
+) -> Bundle:
+    """A loaded Bundle as it is; a name or path loaded with `load_bundle`."""
+    if isinstance(bundle, Bundle):
+        return bundle
+    return load_bundle(
+        bundle, allow_external_paths=allow_external_paths, trust_remote_code=trust_remote_code
+    )

@@ -320,12 +320,11 @@ class ChatModel:
         trust_remote_code: bool = False,
     ) -> ChatModel:
         from seqchat.annotate import load_models
-        from seqchat.bundle import Bundle, load_bundle
+        from seqchat.bundle import resolve_bundle
 
-        if not isinstance(bundle, Bundle):
-            bundle = load_bundle(
-                bundle, allow_external_paths=allow_external_paths, trust_remote_code=trust_remote_code
-            )
+        bundle = resolve_bundle(
+            bundle, allow_external_paths=allow_external_paths, trust_remote_code=trust_remote_code
+        )
         soft_tokenizer, runtime = load_models(
             bundle, device=device, threads=threads, parallel=1, n_ctx_per_slot=context
         )

@@ -91,14 +91,20 @@ def _lora_config(peft_model: Any, adapter_name: str) -> Any:
     return config
 
 
-def permute_rows(weights: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.ndarray:
-    """convert_hf_to_gguf's `LlamaModel.permute`: HF rope row layout -> llama.cpp's."""
+def _rope_heads(weights: np.ndarray, n_head: int, n_head_kv: int | None, verb: str) -> int:
+    """The head count whose rows are permuted (the KV heads for K), checked to divide evenly."""
     if n_head_kv is not None and n_head != n_head_kv:
         n_head = n_head_kv
     if weights.shape[0] % (2 * n_head):
         raise LoraExportError(
-            f"cannot permute {weights.shape[0]} rows into {n_head} heads of even size"
+            f"cannot {verb} {weights.shape[0]} rows of {n_head} heads of even size"
         )
+    return n_head
+
+
+def permute_rows(weights: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.ndarray:
+    """convert_hf_to_gguf's `LlamaModel.permute`: HF rope row layout -> llama.cpp's."""
+    n_head = _rope_heads(weights, n_head, n_head_kv, "permute")
     return (
         weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
         .swapaxes(1, 2)
@@ -108,12 +114,7 @@ def permute_rows(weights: np.ndarray, n_head: int, n_head_kv: int | None = None)
 
 def unpermute_rows(weights: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.ndarray:
     """The inverse of `permute_rows`: llama.cpp's interleaved rope row layout -> HF's."""
-    if n_head_kv is not None and n_head != n_head_kv:
-        n_head = n_head_kv
-    if weights.shape[0] % (2 * n_head):
-        raise LoraExportError(
-            f"cannot un-permute {weights.shape[0]} rows from {n_head} heads of even size"
-        )
+    n_head = _rope_heads(weights, n_head, n_head_kv, "un-permute")
     return (
         weights.reshape(n_head, weights.shape[0] // n_head // 2, 2, *weights.shape[1:])
         .swapaxes(1, 2)
