@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -24,7 +25,7 @@ from seqchat.bundle import Bundle, BundleError, resolve_bundle
 from seqchat.encoders import NucleotideEncoder, resolve_device
 from seqchat.projector import Projector, load_projector
 from seqchat.prompt import layout_for
-from seqchat.runtime import DecodingSettings, GgufRuntime, Generation, SoftPrompt
+from seqchat.runtime import DecodingSettings, Generation, GgufRuntime, SoftPrompt
 from seqchat.sequences import SequenceRecord
 
 
@@ -56,7 +57,21 @@ class SoftTokenizer:
     @torch.inference_mode()
     def __call__(self, sequences: list[str]) -> list[np.ndarray]:
         states = self.encoder.states(sequences)
-        return [self.projector(s).float().cpu().numpy() for s in states]
+        with _one_torch_thread():
+            return [self.projector(s).float().cpu().numpy() for s in states]
+
+
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """BLAS splits a product of few rows along its inner dimension across threads, so
+    with more threads the projector's output for a short sequence changes in the last
+    bit, and a greedy answer can change with it. The projector is tiny: one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def load_models(

@@ -125,20 +125,25 @@ class NucleotideEncoder(torch.nn.Module):
     def states(self, sequences: Sequence[str]) -> list[torch.Tensor]:
         """One (positions, hidden) tensor per sequence, in the order given.
 
-        Windows from all sequences are encoded in batches grouped by length, so padding
-        stays small; gradients flow when the caller has them enabled (training)."""
+        Only windows of equal length share a batch: padding changes the shapes of the
+        attention, and with them the last bits of every state, so a sequence's states
+        would depend on its neighbours in the input. Gradients flow when the caller has
+        them enabled (training)."""
         windows: list[tuple[int, int, str]] = []
         for owner, sequence in enumerate(sequences):
             converted = to_alphabet(sequence, self.spec.alphabet)
             for part, text in enumerate(split_windows(converted, self.window)):
                 windows.append((owner, part, text))
-        order = sorted(range(len(windows)), key=lambda i: len(windows[i][2]))
+        by_length: dict[int, list[int]] = {}
+        for index, (_owner, _part, text) in enumerate(windows):
+            by_length.setdefault(len(text), []).append(index)
         encoded: dict[int, torch.Tensor] = {}
         size = max(1, self.spec.batch_size)
-        for start in range(0, len(order), size):
-            chunk = order[start : start + size]
-            for index, tensor in zip(chunk, self._encode_windows([windows[i][2] for i in chunk])):
-                encoded[index] = tensor
+        for indices in by_length.values():
+            for start in range(0, len(indices), size):
+                chunk = indices[start : start + size]
+                for index, tensor in zip(chunk, self._encode_windows([windows[i][2] for i in chunk])):
+                    encoded[index] = tensor
         per_sequence: list[list[torch.Tensor]] = [[] for _ in sequences]
         for index, (owner, _part, _text) in enumerate(windows):
             per_sequence[owner].append(encoded[index])

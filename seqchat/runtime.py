@@ -196,10 +196,12 @@ class GgufRuntime:
         ctx_params.n_batch = self.n_batch
         ctx_params.n_ubatch = self.n_batch
         ctx_params.n_seq_max = n_parallel + 1
-        ctx_params.kv_unified = True
-        # Flash attention's result depends on the batch's shape, and an F16 KV cache rounds
-        # differently for a batch than for one token: without either, a sequence's output is
-        # byte-identical whatever --parallel is, and soft tokens match token ids to 1e-5.
+        # Output must not depend on --parallel, so a sequence's arithmetic must not depend
+        # on its neighbours. Each sequence gets its own KV stream (kv_unified off): in a
+        # shared cache its cells sit wherever they fall, and the attention sums change in
+        # the last bit. An F16 cache and flash attention also round differently for a
+        # batch than for one token; they stay off (together worth about 7% here).
+        ctx_params.kv_unified = False
         ctx_params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         ctx_params.type_k = llama_cpp.GGML_TYPE_F32
         ctx_params.type_v = llama_cpp.GGML_TYPE_F32

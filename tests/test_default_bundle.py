@@ -44,3 +44,22 @@ def test_instruct_bundle_answers_a_question_with_its_lora(tmp_path: Path) -> Non
     assert "sha256 lora" in provenance
     assert "What class of RNA is this?" in provenance["prompt"]
     assert len(rows) == 7 and all(row["description"].strip() for row in rows)
+
+
+def test_default_bundle_output_does_not_depend_on_parallel_slots_or_threads() -> None:
+    """The real Q4_1 model, compared at full float precision: a tiny F32 model hides
+    reductions whose order depends on where a sequence sits in a shared KV cache."""
+    from seqchat.annotate import Annotator
+    from seqchat.runtime import DecodingSettings
+    from seqchat.sequences import read_records
+
+    def run(parallel: int, threads: int) -> list[tuple[str, str, int, float]]:
+        settings = DecodingSettings(max_new_tokens=24)
+        with Annotator.load("default", parallel=parallel, threads=threads, decoding=settings) as annotator:
+            records = read_records([str(ROOT / "examples/genes.fasta")])
+            return [(a.id, a.description, a.n_tokens, a.mean_logprob) for a in annotator.annotate(records)]
+
+    one_slot = run(parallel=1, threads=1)
+    assert len(one_slot) == 7
+    assert run(parallel=5, threads=1) == one_slot
+    assert run(parallel=3, threads=2) == one_slot

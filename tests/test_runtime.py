@@ -301,8 +301,10 @@ def test_batched_generation_equals_one_at_a_time(bundle, layout, real_prompts) -
         assert batched[key].token_ids == single[key].token_ids, key
         assert batched[key].text == single[key].text
         assert batched[key].finish_reason == single[key].finish_reason
-        # Not bit-identical: flash attention's result depends on the batch (see the report).
-        assert batched[key].mean_logprob == pytest.approx(single[key].mean_logprob, abs=1e-3)
+        # Not to the last bit here: this tiny model's F32 weights take a matrix kernel
+        # whose rounding depends on the batch. Quantized weights, as in every real GGUF,
+        # do not; test_default_bundle.py checks the shipped model bit for bit.
+        assert batched[key].mean_logprob == pytest.approx(single[key].mean_logprob, abs=1e-6)
 
 
 def test_thread_count_does_not_change_generation(bundle, layout) -> None:
