@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import importlib.util
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import yaml
 
 from seqchat.encoders import ENCODER_KINDS, EncoderSpec
 from seqchat.errors import SeqchatError
+from seqchat.home import seqchat_home
 from seqchat.projector import ProjectorConfig
 from seqchat.prompt import PromptSpec
 from seqchat.runtime import DecodingSettings
@@ -32,16 +32,6 @@ DEFAULT_BUNDLE = "default"
 
 class BundleError(SeqchatError):
     """A bundle is missing, malformed, or points where it may not."""
-
-
-def seqchat_home() -> Path:
-    """`$SEQCHAT_HOME`, else the platform's user data directory."""
-    configured = os.environ.get("SEQCHAT_HOME")
-    if configured:
-        return Path(configured)
-    from platformdirs import user_data_path
-
-    return user_data_path("seqchat")
 
 
 def shipped_bundles_dir() -> Path:

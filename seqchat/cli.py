@@ -16,6 +16,7 @@ import click
 
 from seqchat import __version__
 from seqchat.errors import SeqchatError
+from seqchat.home import keep_matplotlib_cache_home, seqchat_home
 
 FORMATS = ("tsv", "jsonl", "json")
 
@@ -53,6 +54,7 @@ class SeqchatGroup(click.Group):
 def cli(ctx: click.Context, debug: bool) -> None:
     """Read DNA and RNA sequences and write what they do, in plain English."""
     ctx.obj = {"debug": debug}
+    keep_matplotlib_cache_home()
 
 
 def parse_shard(value: str | None) -> tuple[int, int] | None:
@@ -218,7 +220,7 @@ def models(ctx: click.Context) -> None:
     """List the bundles seqchat can find ($SEQCHAT_HOME/bundles and shipped ones)."""
     if ctx.invoked_subcommand is not None:
         return
-    from seqchat.bundle import list_bundles, seqchat_home
+    from seqchat.bundle import list_bundles
 
     found = list_bundles()
     if not found:

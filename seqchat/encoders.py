@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 
 from seqchat.errors import SeqchatError
+from seqchat.home import keep_matplotlib_cache_home
 
 EncoderKind = Literal["multimolecule", "transformers"]
 Alphabet = Literal["rna", "dna"]
@@ -79,6 +80,7 @@ class NucleotideEncoder(torch.nn.Module):
         hf_logging.set_verbosity_error()
 
         if spec.kind == "multimolecule":
+            keep_matplotlib_cache_home()
             import multimolecule  # noqa: F401  (registers the models with the Auto classes)
         elif spec.kind != "transformers":
             raise EncoderError(

@@ -365,7 +365,7 @@ class Repl:
 
 
 def default_history_path() -> Path:
-    from seqchat.bundle import seqchat_home
+    from seqchat.home import seqchat_home
 
     return seqchat_home() / "repl_history"
 

@@ -245,12 +245,14 @@ def test_annotate_asks_nothing_and_writes_only_its_output(tiny_bundle, fasta, tm
     work.mkdir()
     env = tool_env(tmp_path)
     env["HOME"] = str(home)
+    del env["MPLCONFIGDIR"], env["XDG_CACHE_HOME"]  # seqchat must keep matplotlib's cache home
     result = subprocess.run([seqchat_executable(), "annotate", str(fasta), "-m", str(tiny_bundle), "-t", "1", "-o", "out.tsv"],
                             cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "" and result.stderr == ""  # no progress bar off a terminal, no questions
     assert [p.name for p in work.iterdir()] == ["out.tsv"]
-    assert list(home.iterdir()) == [] and not (tmp_path / "seqchat_home").exists()
+    assert list(home.iterdir()) == []
+    assert [p.name for p in (tmp_path / "seqchat_home").iterdir()] == ["cache"]
     usage = subprocess.run([seqchat_executable(), "annotate", str(fasta), "--shard", "3/3"], cwd=work, env=env,
                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2
