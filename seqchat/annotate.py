@@ -18,10 +18,12 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
+import llama_cpp
 import numpy as np
 import torch
 
-from seqchat.bundle import Bundle, BundleError, resolve_bundle
+from seqchat.bundle import CONFIG_NAME, Bundle, BundleError, resolve_bundle, sha256_file
+from seqchat.cache import CachedAnswer, ResultCache
 from seqchat.encoders import NucleotideEncoder, resolve_device
 from seqchat.projector import Projector, load_projector
 from seqchat.prompt import layout_for
@@ -116,6 +118,7 @@ class Annotator:
         self.question = bundle.prompt.question if question is None else question
         self.decoding = decoding or bundle.decoding
         self.chunk_size = chunk_size
+        self.cache_block = 2048
         self.layout = layout_for(runtime.vocabulary, bundle.prompt, self.question)
 
     @classmethod
@@ -156,11 +159,57 @@ class Annotator:
             for record, matrix in zip(chunk, matrices):
                 yield SoftPrompt(record.id, matrix, self.layout.suffix_ids)
 
-    def annotate(self, records: Iterable[SequenceRecord]) -> Iterator[Annotation]:
+    def annotate(
+        self, records: Iterable[SequenceRecord], cache: ResultCache | None = None
+    ) -> Iterator[Annotation]:
         """One annotation per record, in input order.
 
         Only the records in flight are held: those in the runtime's slots and those that
-        finished before an earlier record did."""
+        finished before an earlier record did. With a `cache` (see `cache_context`), the
+        input goes in blocks of `cache_block` records: answers found in the cache, or given
+        earlier in the block to the same sequence, are not generated again."""
+        if cache is None:
+            yield from self._generate(records)
+            return
+        iterator = iter(records)
+        while block := list(itertools.islice(iterator, self.cache_block)):
+            known: dict[str, CachedAnswer | None] = {}
+            to_generate: list[SequenceRecord] = []
+            for record in block:
+                item = self._cache_item(record)
+                if item not in known:
+                    known[item] = cache.get(item)
+                    if known[item] is None:
+                        to_generate.append(record)
+            fresh = self._generate(to_generate)
+            for record in block:
+                item = self._cache_item(record)
+                answer = known[item]
+                if answer is None:
+                    generated = next(fresh)
+                    answer = CachedAnswer(generated.description, generated.n_tokens, generated.mean_logprob)
+                    known[item] = answer
+                    cache.put(item, answer)
+                yield Annotation(record.id, record.length, answer.description, answer.n_tokens, answer.mean_logprob)
+
+    def _cache_item(self, record: SequenceRecord) -> str:
+        """What a cached answer is filed under: the sequence, and when sampling, also the id
+        that seeds the sampling."""
+        if self.decoding.temperature > 0:
+            return f"{record.id}\0{record.sequence}"
+        return record.sequence
+
+    def cache_context(self) -> dict[str, str]:
+        """What, besides the sequence, decides an answer: the key space of a ResultCache."""
+        context = {k: v for k, v in self.provenance().items() if k != "bundle"}
+        context["sha256 seqchat.yaml"] = sha256_file(self.bundle.root / CONFIG_NAME)
+        context["question"] = self.question
+        context["llama.cpp"] = llama_cpp.__version__
+        context["torch"] = torch.__version__
+        context["device"] = str(self.soft_tokenizer.encoder.device.type)
+        return context
+
+    def _generate(self, records: Iterable[SequenceRecord]) -> Iterator[Annotation]:
         waiting: deque[SequenceRecord] = deque()
 
         def remember(stream: Iterable[SequenceRecord]) -> Iterator[SequenceRecord]:

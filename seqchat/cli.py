@@ -138,6 +138,7 @@ def _pending(records: Iterable[Any], shard: tuple[int, int] | None, done: frozen
 @click.option("--parallel", type=click.IntRange(1, 256), default=8, show_default=True, help="Sequences decoded at once.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--shard", default=None, metavar="I/N", help="Only every N-th record, starting at I (0-based).")
+@click.option("--cache", "cache_dir", default=None, metavar="DIR", help="Reuse answers for sequences seen before; keep new ones.")
 @click.option("--allow-external-paths", is_flag=True, help="Let the bundle name files outside itself.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the encoder's own Python code from its repository.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
@@ -157,16 +158,19 @@ def annotate(
     parallel: int,
     device: str,
     shard: str | None,
+    cache_dir: str | None,
     allow_external_paths: bool,
     trust_remote_code: bool,
     quiet: bool,
 ) -> None:
     """Write one functional description per sequence of INPUTS (FASTA, plain or gzip, - for stdin)."""
+    import contextlib
     import itertools
     import os
     import time
 
     from seqchat.annotate import Annotator, with_decoding
+    from seqchat.cache import ResultCache
     from seqchat.sequences import read_records
     from seqchat.writers import ANNOTATION_COLUMNS, open_writer
 
@@ -198,20 +202,23 @@ def annotate(
         resume_keys = [key for key in provenance if key not in ("command",)]
         total = None if quiet else count_fasta_records(inputs)
         show = not quiet and sys.stderr.isatty()
+        cache = ResultCache(cache_dir, annotator.cache_context()) if cache_dir else None
         with open_writer(
             output, fmt, ANNOTATION_COLUMNS, provenance,
             force=force, resume=resume, resume_keys=resume_keys,
-        ) as writer, progress_bar(show, total) as progress:
+        ) as writer, progress_bar(show, total) as progress, cache or contextlib.nullcontext():
             task = progress.add_task("annotate", total=total, rate="")
             if total is not None:
                 progress.update(task, completed=len(writer.completed_ids))
             started, done = time.monotonic(), 0
             todo = _pending(records, shard_spec, writer.completed_ids)
-            for annotation in annotator.annotate(todo):
+            for annotation in annotator.annotate(todo, cache):
                 writer.write(annotation.as_row())
                 done += 1
                 rate = done / max(time.monotonic() - started, 1e-9)
                 progress.update(task, advance=1, rate=f"{rate:.2f} seq/s")
+        if cache is not None and not quiet:
+            click.echo(f"seqchat: cache {cache_dir}: {cache.hits} answers found, {cache.misses} generated", err=True)
 
 
 @cli.group(invoke_without_command=True)
