@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seqchat.annotate import Annotator
+from seqchat.annotate import Annotator, load_runtime_pool
 from seqchat.bundle import load_bundle
 from seqchat.prompt import layout_for
-from seqchat.runtime import DecodingSettings, GgufRuntime, SoftPrompt
+from seqchat.runtime import DecodingSettings, SoftPrompt
 from seqchat.sequences import SequenceRecord, canonical_sequence
 from seqchat.training import chain_from_bundle
 
@@ -71,7 +71,8 @@ def _torch_inputs(chain, layout, soft: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def run_torch(bundle_name: str, records: list[SequenceRecord], batch: int, tokens: int) -> dict:
+def run_torch(bundle_name: str, records: list[SequenceRecord], batch: int, tokens: int, threads: int) -> dict:
+    torch.set_num_threads(threads)  # (a) leaves torch on one thread beside its llama.cpp contexts
     bundle = load_bundle(bundle_name)
     chain, vocabulary = chain_from_bundle(bundle)
     layout = layout_for(vocabulary, bundle.prompt, bundle.prompt.question)
@@ -98,15 +99,19 @@ def run_torch(bundle_name: str, records: list[SequenceRecord], batch: int, token
 
 
 def run_llama_ceiling(bundle_name: str, n_sequences: int, parallel: int, threads: int, tokens: int) -> dict:
+    """The same llama.cpp contexts as (a) (one per thread, the slots split among them)."""
     bundle = load_bundle(bundle_name)
-    with GgufRuntime(bundle.llm_path, n_parallel=parallel, n_ctx_per_slot=bundle.n_ctx_per_slot, n_threads=threads) as runtime:
-        layout = layout_for(runtime.vocabulary, bundle.prompt, bundle.prompt.question)
-        empty = np.zeros((0, runtime.n_embd), dtype=np.float32)
+    pool = load_runtime_pool(bundle, on_gpu=False, threads=threads, parallel=parallel, n_ctx_per_slot=bundle.n_ctx_per_slot)
+    try:
+        layout = layout_for(pool.vocabulary, bundle.prompt, bundle.prompt.question)
+        empty = np.zeros((0, pool.runtimes[0].n_embd), dtype=np.float32)
         prompts = [SoftPrompt(f"s{i}", empty, layout.suffix_ids) for i in range(n_sequences)]
         settings = DecodingSettings(max_new_tokens=tokens, ignore_eos=True)
         started = time.perf_counter()
-        generated = sum(len(g.token_ids) for g in runtime.generate(layout.prefix_ids, prompts, settings))
+        generated = sum(len(g.token_ids) for g in pool.generate(layout.prefix_ids, prompts, settings))
         return rate(n_sequences, generated, time.perf_counter() - started)
+    finally:
+        pool.close()
 
 
 def main() -> None:
@@ -133,10 +138,10 @@ def main() -> None:
         results["a_seqchat"] = run_seqchat(args.bundle, records, args.parallel, args.threads, args.tokens)
         print("a", results["a_seqchat"], flush=True)
     if "b" not in skip:
-        results["b_torch_one_at_a_time"] = run_torch(args.bundle, subset, 1, args.tokens)
+        results["b_torch_one_at_a_time"] = run_torch(args.bundle, subset, 1, args.tokens, args.threads)
         print("b", results["b_torch_one_at_a_time"], flush=True)
     if "c" not in skip:
-        results["c_torch_batched"] = run_torch(args.bundle, subset, args.parallel, args.tokens)
+        results["c_torch_batched"] = run_torch(args.bundle, subset, args.parallel, args.tokens, args.threads)
         print("c", results["c_torch_batched"], flush=True)
     ratios = {}
     a = results.get("a_seqchat", {}).get("tokens_per_s")

@@ -13,6 +13,8 @@ only when a slot is free, and results come back in input order.
 from __future__ import annotations
 
 import itertools
+import math
+import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -27,7 +29,7 @@ from seqchat.cache import CachedAnswer, ResultCache
 from seqchat.encoders import NucleotideEncoder, resolve_device
 from seqchat.projector import Projector, load_projector
 from seqchat.prompt import layout_for
-from seqchat.runtime import DecodingSettings, Generation, GgufRuntime, SoftPrompt
+from seqchat.runtime import DecodingSettings, Generation, GgufRuntime, RuntimePool, SoftPrompt
 from seqchat.sequences import SequenceRecord
 
 
@@ -80,23 +82,60 @@ def load_models(
     bundle: Bundle, *, device: str, threads: int | None, parallel: int, n_ctx_per_slot: int
 ) -> tuple[SoftTokenizer, GgufRuntime]:
     """The bundle's encoder + projector and its LLM in a runtime with `parallel` slots."""
-    if bundle.projector_weights is None:
-        raise BundleError(f"{bundle.root}: the projector has no trained weights")
     if threads:
         torch.set_num_threads(threads)
-    torch_device = resolve_device(device)
-    encoder = NucleotideEncoder.load(bundle.encoder, torch_device)
+    soft_tokenizer = load_soft_tokenizer(bundle, device)
+    runtime = load_runtime(
+        bundle, on_gpu=soft_tokenizer.encoder.device.type == "cuda", threads=threads,
+        parallel=parallel, n_ctx_per_slot=n_ctx_per_slot,
+    )
+    return soft_tokenizer, runtime
+
+
+def load_soft_tokenizer(bundle: Bundle, device: str) -> SoftTokenizer:
+    if bundle.projector_weights is None:
+        raise BundleError(f"{bundle.root}: the projector has no trained weights")
+    encoder = NucleotideEncoder.load(bundle.encoder, resolve_device(device))
     projector = load_projector(bundle.projector, bundle.projector_weights)
-    runtime = GgufRuntime(
+    return SoftTokenizer(encoder, projector)
+
+
+def load_runtime(
+    bundle: Bundle, *, on_gpu: bool, threads: int | None, parallel: int, n_ctx_per_slot: int
+) -> GgufRuntime:
+    return GgufRuntime(
         bundle.llm_path,
         n_parallel=parallel,
         n_ctx_per_slot=n_ctx_per_slot,
         n_threads=threads,
         lora_path=bundle.lora_path,
         lora_scale=bundle.lora_scale,
-        n_gpu_layers=-1 if torch_device.type == "cuda" else 0,
+        n_gpu_layers=-1 if on_gpu else 0,
     )
-    return SoftTokenizer(encoder, projector), runtime
+
+
+MAX_CONTEXTS = 8
+
+
+def load_runtime_pool(
+    bundle: Bundle, *, on_gpu: bool, threads: int, parallel: int, n_ctx_per_slot: int
+) -> RuntimePool:
+    """On a CPU, one llama.cpp context per thread (at most MAX_CONTEXTS, the threads shared
+    out among them), the `parallel` slots split among them; on a GPU, one context."""
+    n_contexts = 1 if on_gpu else max(1, min(threads, MAX_CONTEXTS, parallel))
+    slots = math.ceil(parallel / n_contexts)
+    shares = [threads // n_contexts + (i < threads % n_contexts) for i in range(n_contexts)]
+    runtimes: list[GgufRuntime] = []
+    try:
+        for share in shares:
+            runtimes.append(load_runtime(
+                bundle, on_gpu=on_gpu, threads=share, parallel=slots, n_ctx_per_slot=n_ctx_per_slot
+            ))
+    except BaseException:
+        for runtime in runtimes:
+            runtime.close()
+        raise
+    return RuntimePool(runtimes)
 
 
 class Annotator:
@@ -106,7 +145,7 @@ class Annotator:
         self,
         bundle: Bundle,
         soft_tokenizer: SoftTokenizer,
-        runtime: GgufRuntime,
+        runtime: RuntimePool,
         *,
         question: str | None = None,
         decoding: DecodingSettings | None = None,
@@ -137,11 +176,17 @@ class Annotator:
         bundle = resolve_bundle(
             bundle, allow_external_paths=allow_external_paths, trust_remote_code=trust_remote_code
         )
-        soft_tokenizer, runtime = load_models(
-            bundle, device=device, threads=threads, parallel=parallel,
+        threads = threads or os.cpu_count() or 1
+        soft_tokenizer = load_soft_tokenizer(bundle, device)
+        on_gpu = soft_tokenizer.encoder.device.type == "cuda"
+        pool = load_runtime_pool(
+            bundle, on_gpu=on_gpu, threads=threads, parallel=parallel,
             n_ctx_per_slot=bundle.n_ctx_per_slot,
         )
-        return cls(bundle, soft_tokenizer, runtime, question=question, decoding=decoding)
+        # The encoder runs beside busy llama.cpp contexts: more torch threads would only
+        # spin against them.
+        torch.set_num_threads(threads if len(pool.runtimes) == 1 else 1)
+        return cls(bundle, soft_tokenizer, pool, question=question, decoding=decoding)
 
     def close(self) -> None:
         self.runtime.close()

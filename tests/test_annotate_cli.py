@@ -288,7 +288,8 @@ def test_leftover_partial_needs_resume_or_force(tiny_bundle: Path, small_fasta: 
 # --- bad input ---------------------------------------------------------------------------
 
 
-def test_bad_input_in_process(tiny_bundle: Path, small_records, tmp_path: Path) -> None:
+@pytest.mark.parametrize("threads", ["1", "2"])  # with 2, a worker thread meets the error
+def test_bad_input_in_process(tiny_bundle: Path, small_records, tmp_path: Path, threads: str) -> None:
     write_fasta(tmp_path / "a.fa", small_records[:3])
     write_fasta(tmp_path / "b.fa", [("s0001", "ACGT"), ("other", "ACGU")])
     (tmp_path / "gap.fa").write_text(">ok\nACGT\n>aligned\nAC-GT\n")
@@ -301,7 +302,7 @@ def test_bad_input_in_process(tiny_bundle: Path, small_records, tmp_path: Path) 
     for name, (inputs, words) in cases.items():
         out = tmp_path / f"{name}.tsv"
         paths = [str(tmp_path / i) for i in inputs]
-        result = invoke(["annotate", *paths, "-m", str(tiny_bundle), "-o", str(out), "-q", "-t", "1"])
+        result = invoke(["annotate", *paths, "-m", str(tiny_bundle), "-o", str(out), "-q", "-t", threads, "--parallel", "4"])
         assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
         assert_clean_failure(result.exit_code, result.stderr, *words)
         assert not out.exists(), name
