@@ -128,9 +128,11 @@ def load_runtime_pool(
     runtimes: list[GgufRuntime] = []
     try:
         for share in shares:
-            runtimes.append(load_runtime(
-                bundle, on_gpu=on_gpu, threads=share, parallel=slots, n_ctx_per_slot=n_ctx_per_slot
-            ))
+            runtime = load_runtime(
+                bundle, on_gpu=on_gpu, threads=share, parallel=slots,
+                n_ctx_per_slot=n_ctx_per_slot,
+            )
+            runtimes.append(runtime)
     except BaseException:
         for runtime in runtimes:
             runtime.close()
@@ -232,10 +234,15 @@ class Annotator:
                 answer = known[item]
                 if answer is None:
                     generated = next(fresh)
-                    answer = CachedAnswer(generated.description, generated.n_tokens, generated.mean_logprob)
+                    answer = CachedAnswer(
+                        generated.description, generated.n_tokens, generated.mean_logprob
+                    )
                     known[item] = answer
                     cache.put(item, answer)
-                yield Annotation(record.id, record.length, answer.description, answer.n_tokens, answer.mean_logprob)
+                yield Annotation(
+                    record.id, record.length, answer.description, answer.n_tokens,
+                    answer.mean_logprob,
+                )
 
     def _cache_item(self, record: SequenceRecord) -> str:
         """What a cached answer is filed under: the sequence, and when sampling, also the id

@@ -218,7 +218,8 @@ def annotate(
                 rate = done / max(time.monotonic() - started, 1e-9)
                 progress.update(task, advance=1, rate=f"{rate:.2f} seq/s")
         if cache is not None and not quiet:
-            click.echo(f"seqchat: cache {cache_dir}: {cache.hits} answers found, {cache.misses} generated", err=True)
+            found = f"{cache.hits} answers found, {cache.misses} generated"
+            click.echo(f"seqchat: cache {cache_dir}: {found}", err=True)
 
 
 @cli.group(invoke_without_command=True)

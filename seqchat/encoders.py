@@ -144,8 +144,8 @@ class NucleotideEncoder(torch.nn.Module):
         for indices in by_length.values():
             for start in range(0, len(indices), size):
                 chunk = indices[start : start + size]
-                for index, tensor in zip(chunk, self._encode_windows([windows[i][2] for i in chunk])):
-                    encoded[index] = tensor
+                states = self._encode_windows([windows[i][2] for i in chunk])
+                encoded.update(zip(chunk, states))
         per_sequence: list[list[torch.Tensor]] = [[] for _ in sequences]
         for index, (owner, _part, _text) in enumerate(windows):
             per_sequence[owner].append(encoded[index])
