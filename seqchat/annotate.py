@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import llama_cpp
 import numpy as np
@@ -220,17 +221,16 @@ class Annotator:
             return
         iterator = iter(records)
         while block := list(itertools.islice(iterator, self.cache_block)):
+            items = [self._cache_item(record) for record in block]
             known: dict[str, CachedAnswer | None] = {}
             to_generate: list[SequenceRecord] = []
-            for record in block:
-                item = self._cache_item(record)
+            for record, item in zip(block, items):
                 if item not in known:
                     known[item] = cache.get(item)
                     if known[item] is None:
                         to_generate.append(record)
             fresh = self._generate(to_generate)
-            for record in block:
-                item = self._cache_item(record)
+            for record, item in zip(block, items):
                 answer = known[item]
                 if answer is None:
                     generated = next(fresh)
@@ -279,6 +279,12 @@ class Annotator:
                 record = waiting.popleft()
                 yield _annotation(record, finished.pop(record.id))
 
+    @cached_property
+    def weight_digests(self) -> dict[str, str]:
+        """sha256 of each of the bundle's weight files, hashed once: the provenance header
+        and the cache key both need them, and the GGUF alone is tens of megabytes."""
+        return self.bundle.sha256s()
+
     def provenance(self) -> dict[str, str]:
         from seqchat import __version__
 
@@ -293,7 +299,7 @@ class Annotator:
                 f"top_p={settings.top_p} seed={settings.seed}"
             ),
         }
-        for name, digest in self.bundle.sha256s().items():
+        for name, digest in self.weight_digests.items():
             items[f"sha256 {name}"] = digest
         return items
 
