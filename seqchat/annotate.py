@@ -30,7 +30,13 @@ from seqchat.cache import CachedAnswer, ResultCache
 from seqchat.encoders import NucleotideEncoder, resolve_device
 from seqchat.projector import Projector, load_projector
 from seqchat.prompt import layout_for
-from seqchat.runtime import DecodingSettings, Generation, GgufRuntime, RuntimePool, SoftPrompt
+from seqchat.runtime import (
+    DecodingSettings,
+    Generation,
+    GgufRuntime,
+    RuntimePool,
+    SoftPrompt,
+)
 from seqchat.sequences import SequenceRecord
 
 
