@@ -172,11 +172,12 @@ def annotate(
     from seqchat.annotate import Annotator, with_decoding
     from seqchat.cache import ResultCache
     from seqchat.sequences import read_records
-    from seqchat.writers import ANNOTATION_COLUMNS, open_writer
+    from seqchat.writers import ANNOTATION_COLUMNS, check_output_path, open_writer
 
     shard_spec = parse_shard(shard)
     if resume and output == "-":
         raise click.UsageError("--resume needs an output file (-o FILE)")
+    check_output_path(output, force=force, resume=resume)
     threads = threads or os.cpu_count() or 1
     records = read_records(inputs)
     first = next(records, None)  # bad input fails here, before models load or output opens

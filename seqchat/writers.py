@@ -285,6 +285,12 @@ def open_writer(
     return _open_partial(target, fmt, columns, provenance, resume=resume, resume_keys=resume_keys)
 
 
+def check_output_path(path: str | os.PathLike[str], *, force: bool, resume: bool) -> None:
+    """Fail as `open_writer` would on an existing output, before any slow work starts."""
+    if os.fspath(path) != STDOUT:
+        _check_not_written(Path(path), force=force, resume=resume)
+
+
 def _check_not_written(target: Path, *, force: bool, resume: bool) -> None:
     if force:
         return

@@ -274,6 +274,15 @@ def test_existing_output_needs_force(tiny_bundle: Path, small_fasta: Path, refer
     assert out.read_text() == reference[0]
 
 
+def test_existing_output_is_refused_before_models_load(small_fasta: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.tsv"
+    out.write_text("precious\n")
+    # The bundle does not exist: the output is checked first, so that is not what fails.
+    result = invoke(["annotate", str(small_fasta), "-m", str(tmp_path / "no-bundle"), "-o", str(out), "-q"])
+    assert_clean_failure(result.exit_code, result.stderr, str(out), "already exists", "--force")
+    assert "no-bundle" not in result.stderr
+
+
 def test_leftover_partial_needs_resume_or_force(tiny_bundle: Path, small_fasta: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.tsv"
     partial_path(out).write_text("# seqchat: 0.1.0\n")
