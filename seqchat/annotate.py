@@ -17,18 +17,16 @@ import math
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
+from pathlib import Path
+from typing import Protocol
 
 import llama_cpp
 import numpy as np
-import torch
 
 from seqchat.bundle import CONFIG_NAME, Bundle, BundleError, resolve_bundle, sha256_file
 from seqchat.cache import CachedAnswer, ResultCache
-from seqchat.encoders import NucleotideEncoder, resolve_device
-from seqchat.projector import Projector, load_projector
 from seqchat.prompt import layout_for
 from seqchat.runtime import (
     DecodingSettings,
@@ -58,53 +56,76 @@ class Annotation:
         }
 
 
-class SoftTokenizer:
-    """Encoder + projector: sequences -> soft-token matrices for the LLM."""
+class SoftTokens(Protocol):
+    """Sequences -> soft-token matrices: `seqchat.soft_tokens.SoftTokenizer` (PyTorch) or
+    `seqchat.compiled.CompiledSoftTokenizer` (ONNX)."""
 
-    def __init__(self, encoder: NucleotideEncoder, projector: Projector) -> None:
-        self.encoder = encoder
-        self.projector = projector.to(encoder.device)
+    runtime_name: str
 
-    @torch.inference_mode()
-    def __call__(self, sequences: list[str]) -> list[np.ndarray]:
-        states = self.encoder.states(sequences)
-        with _one_torch_thread():
-            return [self.projector(s).float().cpu().numpy() for s in states]
+    @property
+    def device_type(self) -> str: ...
 
+    def use_threads(self, threads: int) -> None: ...
 
-@contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """BLAS splits a product of few rows along its inner dimension across threads, so
-    with more threads the projector's output for a short sequence changes in the last
-    bit, and a greedy answer can change with it. The projector is tiny: one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+    def __call__(self, sequences: list[str]) -> list[np.ndarray]: ...
 
 
 def load_models(
     bundle: Bundle, *, device: str, threads: int | None, parallel: int, n_ctx_per_slot: int
-) -> tuple[SoftTokenizer, GgufRuntime]:
+) -> tuple[SoftTokens, GgufRuntime]:
     """The bundle's encoder + projector and its LLM in a runtime with `parallel` slots."""
-    if threads:
-        torch.set_num_threads(threads)
     soft_tokenizer = load_soft_tokenizer(bundle, device)
+    if threads:
+        soft_tokenizer.use_threads(threads)
     runtime = load_runtime(
-        bundle, on_gpu=soft_tokenizer.encoder.device.type == "cuda", threads=threads,
+        bundle, on_gpu=soft_tokenizer.device_type == "cuda", threads=threads,
         parallel=parallel, n_ctx_per_slot=n_ctx_per_slot,
     )
     return soft_tokenizer, runtime
 
 
-def load_soft_tokenizer(bundle: Bundle, device: str) -> SoftTokenizer:
+def load_soft_tokenizer(bundle: Bundle, device: str, *, compiled: bool | None = None) -> SoftTokens:
+    """The encoder and projector compiled to ONNX when the bundle has them and the work
+    stays on the CPU (`compiled=None`), else PyTorch's. `compiled` forces either."""
     if bundle.projector_weights is None:
         raise BundleError(f"{bundle.root}: the projector has no trained weights")
+    if compiled is None:
+        compiled = bundle.compiled_encoder is not None and _stays_on_cpu(device)
+    if compiled:
+        return _load_compiled(bundle)
+    from seqchat.encoders import NucleotideEncoder, resolve_device
+    from seqchat.projector import load_projector
+    from seqchat.soft_tokens import SoftTokenizer
+
     encoder = NucleotideEncoder.load(bundle.encoder, resolve_device(device))
     projector = load_projector(bundle.projector, bundle.projector_weights)
     return SoftTokenizer(encoder, projector)
+
+
+def _stays_on_cpu(device: str) -> bool:
+    """`auto` means CUDA when there is a GPU; asking torch costs a second of import, so
+    look for a GPU driver first."""
+    if device == "cpu":
+        return True
+    if device != "auto":
+        return False
+    return not any(Path(p).exists() for p in ("/proc/driver/nvidia/version", "/dev/kfd"))
+
+
+def _load_compiled(bundle: Bundle) -> SoftTokens:
+    from seqchat.compiled import CompiledSoftTokenizer
+
+    if bundle.compiled_encoder is None or bundle.compiled_projector is None:
+        raise BundleError(f"{bundle.root}: not compiled (run 'seqchat models compile {bundle.root}')")
+    soft_tokenizer = CompiledSoftTokenizer(
+        bundle.compiled_encoder, bundle.compiled_projector, bundle.projector
+    )
+    files = bundle.weight_files()
+    soft_tokenizer.check_sources(
+        {name: sha256_file(files[name]) for name in soft_tokenizer.info.sources if name in files},
+        bundle.root,
+    )
+    return soft_tokenizer
 
 
 def load_runtime(
@@ -153,7 +174,7 @@ class Annotator:
     def __init__(
         self,
         bundle: Bundle,
-        soft_tokenizer: SoftTokenizer,
+        soft_tokenizer: SoftTokens,
         runtime: RuntimePool,
         *,
         question: str | None = None,
@@ -187,14 +208,14 @@ class Annotator:
         )
         threads = threads or os.cpu_count() or 1
         soft_tokenizer = load_soft_tokenizer(bundle, device)
-        on_gpu = soft_tokenizer.encoder.device.type == "cuda"
+        on_gpu = soft_tokenizer.device_type == "cuda"
         pool = load_runtime_pool(
             bundle, on_gpu=on_gpu, threads=threads, parallel=parallel,
             n_ctx_per_slot=bundle.n_ctx_per_slot,
         )
-        # The encoder runs beside busy llama.cpp contexts: more torch threads would only
-        # spin against them.
-        torch.set_num_threads(threads if len(pool.runtimes) == 1 else 1)
+        # The encoder runs beside busy llama.cpp contexts: more threads would only spin
+        # against them.
+        soft_tokenizer.use_threads(threads if len(pool.runtimes) == 1 else 1)
         return cls(bundle, soft_tokenizer, pool, question=question, decoding=decoding)
 
     def close(self) -> None:
@@ -263,8 +284,8 @@ class Annotator:
         context["sha256 seqchat.yaml"] = sha256_file(self.bundle.root / CONFIG_NAME)
         context["question"] = self.question
         context["llama.cpp"] = llama_cpp.__version__
-        context["torch"] = torch.__version__
-        context["device"] = str(self.soft_tokenizer.encoder.device.type)
+        context["encoder runtime"] = self.soft_tokenizer.runtime_name
+        context["device"] = self.soft_tokenizer.device_type
         return context
 
     def _generate(self, records: Iterable[SequenceRecord]) -> Iterator[Annotation]:

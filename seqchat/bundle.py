@@ -18,12 +18,11 @@ from typing import Any
 
 import yaml
 
-from seqchat.encoders import ENCODER_KINDS, EncoderSpec
 from seqchat.errors import SeqchatError
 from seqchat.home import seqchat_home
-from seqchat.projector import ProjectorConfig
 from seqchat.prompt import PromptSpec
 from seqchat.runtime import DecodingSettings
+from seqchat.specs import ENCODER_KINDS, EncoderSpec, ProjectorConfig
 
 CONFIG_NAME = "seqchat.yaml"
 FORMAT_VERSION = 1
@@ -58,6 +57,8 @@ class Bundle:
     prompt: PromptSpec
     decoding: DecodingSettings
     encoder_dir: Path | None = field(default=None)
+    compiled_encoder: Path | None = field(default=None)
+    compiled_projector: Path | None = field(default=None)
 
     def weight_files(self) -> dict[str, Path]:
         """Every file whose bytes decide the output, by a name relative to the bundle."""
@@ -70,6 +71,9 @@ class Bundle:
             for path in sorted(self.encoder_dir.rglob("*")):
                 if path.is_file():
                     files[f"encoder/{path.relative_to(self.encoder_dir)}"] = path
+        for graph in (self.compiled_encoder, self.compiled_projector):
+            if graph is not None:
+                files[graph.relative_to(self.root.resolve()).as_posix()] = graph
         return files
 
     def sha256s(self) -> dict[str, str]:
@@ -186,6 +190,13 @@ def _encoder(
     return spec, directory
 
 
+def _compiled(root: Path, compiled: dict[str, Any], part: str) -> Path | None:
+    """A graph from `seqchat models compile`; always inside the bundle."""
+    if part not in compiled:
+        return None
+    return _inside(root, str(compiled[part]), f"compiled.{part}", allow_external=False)
+
+
 def load_bundle(
     name_or_path: str,
     *,
@@ -225,12 +236,15 @@ def load_bundle(
     except KeyError as error:
         raise BundleError(f"{config_path}: projector needs {error.args[0]!r}") from error
     lora = llm.get("lora")
+    compiled = config.get("compiled") or {}
     return Bundle(
         name=str(config.get("name", root.name)),
         root=root,
         config=config,
         encoder=encoder,
         encoder_dir=encoder_dir,
+        compiled_encoder=_compiled(root, compiled, "encoder"),
+        compiled_projector=_compiled(root, compiled, "projector"),
         projector=projector_config,
         projector_weights=(
             _inside(root, weights, "projector.weights", allow_external_paths)

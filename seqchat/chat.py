@@ -46,7 +46,7 @@ from seqchat.prompt import (
 from seqchat.runtime import DecodingSettings, GgufRuntime, SoftPrompt, _Slot
 
 if TYPE_CHECKING:
-    from seqchat.annotate import SoftTokenizer
+    from seqchat.annotate import SoftTokens
     from seqchat.bundle import Bundle
 
 CHAT_SEQ = 1
@@ -302,7 +302,7 @@ class ChatModel:
     """A bundle's models loaded for chatting: one runtime sequence, soft tokens on demand."""
 
     bundle: Bundle
-    soft_tokenizer: SoftTokenizer
+    soft_tokenizer: SoftTokens
     runtime: GgufRuntime
     decoding: DecodingSettings
     _soft_tokens: dict[str, np.ndarray] = field(default_factory=dict)

@@ -255,6 +255,23 @@ def models_info(name: str, allow_external_paths: bool) -> None:
         click.echo(f"{digest}  {file_name}")
 
 
+@models.command("compile")
+@click.argument("name")
+@click.option("--allow-external-paths", is_flag=True)
+@click.option("--trust-remote-code", is_flag=True, help="Allow the encoder's own Python code from its repository.")
+def models_compile(name: str, allow_external_paths: bool, trust_remote_code: bool) -> None:
+    """Compile a bundle's encoder and projector to ONNX, in the bundle: annotate then starts
+    without PyTorch on a CPU."""
+    from seqchat.bundle import load_bundle
+    from seqchat.export import compile_bundle
+
+    bundle = load_bundle(
+        name, allow_external_paths=allow_external_paths, trust_remote_code=trust_remote_code
+    )
+    for path in compile_bundle(bundle):
+        click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
 def _load_run_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     """`--config run.yaml` supplies defaults for every option; flags given override it."""
     if value is None:

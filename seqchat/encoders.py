@@ -9,36 +9,20 @@ consecutive windows whose states are concatenated, so nothing is silently trunca
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 
 from seqchat.errors import SeqchatError
 from seqchat.home import keep_matplotlib_cache_home
-
-EncoderKind = Literal["multimolecule", "transformers"]
-Alphabet = Literal["rna", "dna"]
-ENCODER_KINDS: tuple[str, ...] = ("multimolecule", "transformers")
+from seqchat.specs import ENCODER_KINDS, EncoderSpec
+from seqchat.windows import states_by_window
 
 _SPECIAL_POSITIONS_RESERVE = 4
 
 
 class EncoderError(SeqchatError):
     """The encoder could not be loaded or run."""
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """Where an encoder comes from and how to feed it."""
-
-    source: str
-    kind: EncoderKind = "multimolecule"
-    alphabet: Alphabet = "rna"
-    window: int | None = None
-    batch_size: int = 16
-    trust_remote_code: bool = False
 
 
 def resolve_device(device: str) -> torch.device:
@@ -48,15 +32,6 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise EncoderError(f"--device {device}: no CUDA device is available on this machine")
     return torch.device(device)
-
-
-def to_alphabet(sequence: str, alphabet: Alphabet) -> str:
-    """Sequences arrive in the DNA alphabet (T); an RNA encoder reads U."""
-    return sequence.replace("T", "U") if alphabet == "rna" else sequence.replace("U", "T")
-
-
-def split_windows(sequence: str, window: int) -> list[str]:
-    return [sequence[i : i + window] for i in range(0, len(sequence), window)] or [""]
 
 
 class NucleotideEncoder(torch.nn.Module):
@@ -125,28 +100,13 @@ class NucleotideEncoder(torch.nn.Module):
         return [hidden[i][keep[i].to(self.device)] for i in range(hidden.shape[0])]
 
     def states(self, sequences: Sequence[str]) -> list[torch.Tensor]:
-        """One (positions, hidden) tensor per sequence, in the order given.
-
-        Only windows of equal length share a batch: padding changes the shapes of the
-        attention, and with them the last bits of every state, so a sequence's states
-        would depend on its neighbours in the input. Gradients flow when the caller has
-        them enabled (training)."""
-        windows: list[tuple[int, int, str]] = []
-        for owner, sequence in enumerate(sequences):
-            converted = to_alphabet(sequence, self.spec.alphabet)
-            for part, text in enumerate(split_windows(converted, self.window)):
-                windows.append((owner, part, text))
-        by_length: dict[int, list[int]] = {}
-        for index, (_owner, _part, text) in enumerate(windows):
-            by_length.setdefault(len(text), []).append(index)
-        encoded: dict[int, torch.Tensor] = {}
-        size = max(1, self.spec.batch_size)
-        for indices in by_length.values():
-            for start in range(0, len(indices), size):
-                chunk = indices[start : start + size]
-                states = self._encode_windows([windows[i][2] for i in chunk])
-                encoded.update(zip(chunk, states))
-        per_sequence: list[list[torch.Tensor]] = [[] for _ in sequences]
-        for index, (owner, _part, _text) in enumerate(windows):
-            per_sequence[owner].append(encoded[index])
-        return [torch.cat(parts, dim=0) for parts in per_sequence]
+        """One (positions, hidden) tensor per sequence, in the order given (see
+        `states_by_window`). Gradients flow when the caller has them enabled (training)."""
+        return states_by_window(
+            sequences,
+            alphabet=self.spec.alphabet,
+            window=self.window,
+            batch_size=self.spec.batch_size,
+            encode_batch=self._encode_windows,
+            concatenate=lambda parts: torch.cat(parts, dim=0),
+        )

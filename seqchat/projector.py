@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -19,27 +18,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from seqchat.errors import SeqchatError
+from seqchat.specs import ProjectorConfig, pooling_stride
 
 
 class ProjectorError(SeqchatError):
     """The projector's config or weights do not fit."""
-
-
-@dataclass(frozen=True)
-class ProjectorConfig:
-    type: str
-    in_dim: int
-    out_dim: int
-    pool_stride: int = 1
-    max_soft_tokens: int = 64
-    hidden_dim: int | None = None
-
-    def as_dict(self) -> dict[str, object]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-
-def pooling_stride(n_positions: int, pool_stride: int, max_soft_tokens: int) -> int:
-    return max(pool_stride, math.ceil(n_positions / max_soft_tokens), 1)
 
 
 def mean_pool(states: torch.Tensor, stride: int) -> torch.Tensor:

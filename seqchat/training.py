@@ -30,12 +30,13 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from seqchat.bundle import CONFIG_NAME, Bundle, load_bundle
-from seqchat.encoders import EncoderSpec, NucleotideEncoder
+from seqchat.encoders import NucleotideEncoder
 from seqchat.errors import SeqchatError
-from seqchat.projector import ProjectorConfig, build_projector, load_projector, save_projector
+from seqchat.projector import build_projector, load_projector, save_projector
 from seqchat.prompt import PromptLayout, PromptSpec, layout_for
 from seqchat.runtime import GgufVocabulary
 from seqchat.sequences import SequenceInputError, canonical_sequence
+from seqchat.specs import EncoderSpec, ProjectorConfig
 
 Stage = Literal["align", "instruct"]
 IGNORE_INDEX = -100
@@ -584,6 +585,7 @@ class Trainer:
         base, out = self.base, self.out
         config = json.loads(json.dumps(base.config))
         config["name"] = out.name
+        config.pop("compiled", None)  # graphs of the base's weights; compile the new ones
         encoder_dir = out / "encoder"
         if self.settings.train_encoder or self.settings.init_encoder or base.encoder_dir is not None:
             shutil.rmtree(encoder_dir, ignore_errors=True)

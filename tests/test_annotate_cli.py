@@ -341,7 +341,8 @@ def test_garbage_projector_weights(bundle_copy, small_fasta: Path, tmp_path: Pat
 
 
 def test_projector_weights_of_another_shape(bundle_copy, small_fasta: Path, tmp_path: Path) -> None:
-    from seqchat.projector import ProjectorConfig, build_projector, save_projector
+    from seqchat.projector import build_projector, save_projector
+    from seqchat.specs import ProjectorConfig
 
     bundle = bundle_copy()
     save_projector(build_projector(ProjectorConfig("linear", 32, 48)), bundle / "projector.safetensors")

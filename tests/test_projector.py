@@ -10,14 +10,13 @@ import torch
 
 from seqchat.projector import (
     Projector,
-    ProjectorConfig,
     ProjectorError,
     build_projector,
     load_projector,
     mean_pool,
-    pooling_stride,
     save_projector,
 )
+from seqchat.specs import ProjectorConfig, pooling_stride
 
 
 def config(**overrides) -> ProjectorConfig:

@@ -264,7 +264,7 @@ PROMPT_LENGTHS = [3, 16, 1, 9, 12, 5, 7, 2, 14]
 def real_prompts(bundle, layout) -> list[SoftPrompt]:
     """Soft prompts from the bundle's own encoder and projector; with max_new_tokens=20 some
     answers stop early (end of generation) and some run to the limit."""
-    from seqchat.annotate import SoftTokenizer
+    from seqchat.soft_tokens import SoftTokenizer
     from seqchat.encoders import NucleotideEncoder
     from seqchat.projector import load_projector
 

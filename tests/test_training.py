@@ -487,3 +487,18 @@ def test_config_file_sets_options_and_flags_override(tmp_path: Path, base_bundle
     assert load_bundle(str(out)).config["training"] == {
         "stage": "align", "steps": 2, "examples": 12, "base": str(base_bundle),
     }
+
+
+def test_training_a_compiled_bundle_leaves_its_graphs_behind(tmp_path: Path, base_bundle: Path, data) -> None:
+    from seqchat.export import compile_bundle
+
+    compiled = tmp_path / "compiled-base"
+    shutil.copytree(base_bundle, compiled)
+    compile_bundle(load_bundle(str(compiled)))
+    assert load_bundle(str(compiled)).compiled_encoder is not None
+    out = tmp_path / "trained"
+    run_trainer(stage="align", data=[str(data["align"])], model=str(compiled), out=str(out), max_steps=1)
+    trained = load_bundle(str(out))
+    # The graphs are of the base's weights; the trained bundle runs on PyTorch until compiled.
+    assert "compiled" not in trained.config
+    assert trained.compiled_encoder is None and not (out / "compiled").exists()

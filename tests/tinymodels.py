@@ -145,7 +145,8 @@ def write_tiny_bundle(
     import torch
     import yaml
 
-    from seqchat.projector import ProjectorConfig, build_projector, save_projector
+    from seqchat.projector import build_projector, save_projector
+    from seqchat.specs import ProjectorConfig
 
     directory.mkdir(parents=True, exist_ok=True)
     write_tiny_encoder(directory / "encoder", seed=seed)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the default bundle from scratch with seqchat's own commands (about 1.5 hours on
-# 2 CPU cores): split the data, stage 1 (align), stage 2 (instruct), install into models/default.
+# 2 CPU cores): split the data, stage 1 (align), stage 2 (instruct), install into models/default,
+# compile to ONNX.
 #   bash models/default/build.sh [../shared/data]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,4 +21,7 @@ install() {  # install RUN_DIR TARGET_DIR NAME
 }
 install runs/default/align models/default default
 install runs/default/instruct models/default-instruct default-instruct
+# ONNX graphs of the encoder and projector: annotate starts without PyTorch on a CPU.
+seqchat models compile models/default
+seqchat models compile models/default-instruct
 echo "installed the bundles default and default-instruct under models/"

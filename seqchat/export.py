@@ -1,0 +1,202 @@
+"""Compile a bundle's encoder and projector to ONNX (`seqchat models compile`), so that
+annotation starts without torch (see `seqchat.compiled`).
+
+The export is checked before it is kept: the token table must reproduce the encoder's own
+tokenizer, and onnxruntime's states and soft tokens must match PyTorch's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import random
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from seqchat.bundle import CONFIG_NAME, Bundle
+from seqchat.compiled import (
+    METADATA_KEY,
+    CompiledEncoderInfo,
+    CompiledModelError,
+    CompiledSoftTokenizer,
+)
+from seqchat.encoders import NucleotideEncoder
+from seqchat.projector import Projector, load_projector
+from seqchat.sequences import NUCLEOTIDE_LETTERS
+from seqchat.windows import to_alphabet
+
+COMPILED_DIR = "compiled"
+ENCODER_FILE = f"{COMPILED_DIR}/encoder.onnx"
+PROJECTOR_FILE = f"{COMPILED_DIR}/projector.onnx"
+TOLERANCE = 1e-4
+"""Largest difference allowed between onnxruntime's and PyTorch's states or soft tokens."""
+
+
+class _EncoderGraph(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def token_table(encoder: NucleotideEncoder) -> tuple[dict[str, int], list[int], list[int]]:
+    """(letter -> id, ids before, ids after) that reproduce the encoder's tokenizer on every
+    sequence seqchat accepts; an error for a tokenizer that is not one token per letter."""
+    tokenizer = encoder.tokenizer
+    letters = sorted(set(to_alphabet(NUCLEOTIDE_LETTERS, encoder.spec.alphabet)))
+
+    def tokens(text: str) -> tuple[list[int], list[int]]:
+        batch = tokenizer(text, return_special_tokens_mask=True)  # type: ignore[operator]
+        return list(batch["input_ids"]), list(batch["special_tokens_mask"])
+
+    letter_ids: dict[str, int] = {}
+    prefix: list[int] = []
+    suffix: list[int] = []
+    for letter in letters:
+        ids, special = tokens(letter)
+        plain = [i for i, s in enumerate(special) if not s]
+        if len(plain) != 1:
+            raise CompiledModelError(_not_per_letter(encoder, f"{letter!r} gives {len(plain)} tokens"))
+        letter_ids[letter] = ids[plain[0]]
+        prefix, suffix = ids[: plain[0]], ids[plain[0] + 1 :]
+    rng = random.Random(0)
+    every_pair = "".join(a + b for a in letters for b in letters)
+    samples = [every_pair, "".join(rng.choice(letters) for _ in range(1000))]
+    step = max(2, encoder.window)
+    for sample in samples:
+        for start in range(0, len(sample), step - 1):  # windows overlap by a letter
+            text = sample[start : start + step]
+            if tokens(text)[0] != prefix + [letter_ids[c] for c in text] + suffix:
+                raise CompiledModelError(_not_per_letter(encoder, "letters merge into longer tokens"))
+    return letter_ids, prefix, suffix
+
+
+def _not_per_letter(encoder: NucleotideEncoder, why: str) -> str:
+    return (
+        f"encoder {encoder.spec.source}: its tokenizer is not one token per nucleotide ({why}); "
+        "only such encoders compile to ONNX, this bundle keeps the PyTorch path"
+    )
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The ONNX exporter reports its progress on stdout and warns about optional packages."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(previous)
+
+
+def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], names: list[str],
+            dynamic: tuple[dict[int, object], ...], path: Path) -> None:
+    """`dynamic` gives the dynamic dimensions of each argument, in order."""
+    with _quiet_exporter():
+        torch.onnx.export(
+            module, args, str(path), dynamo=True, external_data=False, verbose=False,
+            input_names=names, output_names=["output"], dynamic_shapes=dynamic,
+        )
+
+
+def _export_encoder(encoder: NucleotideEncoder, info: CompiledEncoderInfo, path: Path) -> None:
+    import onnx
+
+    n_special = len(info.prefix_ids) + len(info.suffix_ids)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    length = torch.export.Dim("length", min=n_special + 1, max=info.window + n_special)
+    example = torch.full((2, min(info.window, 16) + n_special), info.prefix_ids[0] if info.prefix_ids else 0)
+    example[:, len(info.prefix_ids) : example.shape[1] - len(info.suffix_ids)] = next(iter(info.letter_ids.values()))
+    dims = {0: batch, 1: length}
+    _export(
+        _EncoderGraph(encoder.model).eval(), (example, torch.ones_like(example)),
+        ["input_ids", "attention_mask"], (dims, dims), path,
+    )
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {METADATA_KEY: info.to_json()})
+    onnx.save(model, str(path))
+
+
+def _export_projector(projector: Projector, path: Path) -> None:
+    rows = torch.export.Dim("rows", min=1, max=65536)
+    example = torch.zeros(3, projector.config.in_dim)
+    _export(projector.network.eval(), (example,), ["states"], ({0: rows},), path)
+
+
+def _check(compiled: CompiledSoftTokenizer, encoder: NucleotideEncoder, projector: Projector) -> None:
+    """onnxruntime against PyTorch on sequences of one letter, one short window, and several
+    windows (batched), states and soft tokens."""
+    rng = random.Random(1)
+    letters = sorted(compiled.info.letter_ids)
+    sequences = ["A", "".join(rng.choice("ACGT") for _ in range(37))]
+    sequences += ["".join(rng.choice("ACGT") for _ in range(2 * encoder.window + 5)) for _ in range(3)]
+    sequences.append("".join(rng.choice(letters) for _ in range(min(encoder.window, 64))).replace("U", "T"))
+    with torch.inference_mode():
+        expected_states = encoder.states(sequences)
+        expected_tokens = [projector(states) for states in expected_states]
+    for sequence, expected, states, tokens in zip(
+        sequences, expected_states, compiled.states(sequences), expected_tokens
+    ):
+        worst = max(
+            float(np.abs(states - expected.numpy()).max()),
+            float(np.abs(compiled.project(states) - tokens.numpy()).max()),
+        )
+        if states.shape != tuple(expected.shape) or worst > TOLERANCE:
+            raise CompiledModelError(
+                f"the ONNX export differs from PyTorch by {worst:.2g} on a sequence of "
+                f"{len(sequence)} nt (allowed: {TOLERANCE:g}); the bundle was left unchanged"
+            )
+
+
+def compile_bundle(bundle: Bundle) -> tuple[Path, Path]:
+    """Export the bundle's encoder and projector next to its weights and name them in its
+    `seqchat.yaml`. Returns the two graph files."""
+    if bundle.projector_weights is None:
+        raise CompiledModelError(f"{bundle.root}: the projector has no trained weights to compile")
+    torch.set_num_threads(1)
+    encoder = NucleotideEncoder.load(bundle.encoder, "cpu")
+    projector = load_projector(bundle.projector, bundle.projector_weights)
+    letter_ids, prefix, suffix = token_table(encoder)
+    sources = {
+        name: digest for name, digest in bundle.sha256s().items()
+        if name == "projector" or name.startswith("encoder/")
+    }
+    info = CompiledEncoderInfo(
+        alphabet=encoder.spec.alphabet, window=encoder.window, batch_size=encoder.spec.batch_size,
+        letter_ids=letter_ids, prefix_ids=tuple(prefix), suffix_ids=tuple(suffix), sources=sources,
+    )
+    (bundle.root / COMPILED_DIR).mkdir(exist_ok=True)
+    encoder_path, projector_path = bundle.root / ENCODER_FILE, bundle.root / PROJECTOR_FILE
+    staged = [path.with_name(f".{path.name}.partial") for path in (encoder_path, projector_path)]
+    try:
+        _export_encoder(encoder, info, staged[0])
+        _export_projector(projector, staged[1])
+        _check(CompiledSoftTokenizer(staged[0], staged[1], bundle.projector), encoder, projector)
+    except BaseException:
+        for path in staged:
+            path.unlink(missing_ok=True)
+        raise
+    os.replace(staged[0], encoder_path)
+    os.replace(staged[1], projector_path)
+    _name_in_config(bundle.root)
+    return encoder_path, projector_path
+
+
+def _name_in_config(root: Path) -> None:
+    config_path = root / CONFIG_NAME
+    config = yaml.safe_load(config_path.read_text())
+    config["compiled"] = {"encoder": ENCODER_FILE, "projector": PROJECTOR_FILE}
+    staging = root / f".{CONFIG_NAME}.partial"
+    staging.write_text(yaml.safe_dump(config, sort_keys=False))
+    os.replace(staging, config_path)
