@@ -10,8 +10,8 @@ Reports sequences/s and generated tokens/s for
   (d) llama.cpp's own aggregate generation rate on the same GGUF, P parallel sequences,
       the same number of generated tokens, no encoder (the ceiling);
 and the ratios a/b, a/c, a/d. Greedy decoding, 64 new tokens, 2 threads by default.
-(b) and (c) run on a subset (`--torch-sequences`) because they are slow; rates are per
-second, so the subset size does not bias the ratios beyond the length mix.
+(a), (c) and (d) run on the same sequences; (b) runs on the first `--torch-sequences` of them
+because it is slow (rates are per second, so only the length mix can bias a/b).
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def main() -> None:
         results["b_torch_one_at_a_time"] = run_torch(args.bundle, subset, 1, args.tokens, args.threads)
         print("b", results["b_torch_one_at_a_time"], flush=True)
     if "c" not in skip:
-        results["c_torch_batched"] = run_torch(args.bundle, subset, args.parallel, args.tokens, args.threads)
+        results["c_torch_batched"] = run_torch(args.bundle, records, args.parallel, args.tokens, args.threads)
         print("c", results["c_torch_batched"], flush=True)
     ratios = {}
     a = results.get("a_seqchat", {}).get("tokens_per_s")
