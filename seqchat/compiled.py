@@ -16,12 +16,16 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from seqchat.errors import SeqchatError
 from seqchat.specs import Alphabet, ProjectorConfig, pooling_stride
 from seqchat.windows import states_by_window
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 METADATA_KEY = "seqchat"
 """The key, in the encoder graph's metadata, of how to feed it and what it was compiled from."""
@@ -84,7 +88,7 @@ def mean_pool(states: np.ndarray, stride: int) -> np.ndarray:
     return padded.reshape(n_groups, stride, width).sum(axis=1) / counts
 
 
-def _session(path: Path):  # -> onnxruntime.InferenceSession
+def _session(path: Path) -> onnxruntime.InferenceSession:
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -138,11 +142,12 @@ class CompiledSoftTokenizer:
         """The graphs always run on one thread (see the module's docstring)."""
 
     def _token_ids(self, windows: Sequence[str]) -> np.ndarray:
+        """Token ids of equal-length windows: the prefix, one id a letter (-1 for a letter
+        the table lacks), the suffix."""
         codes = np.frombuffer("".join(windows).encode("ascii"), dtype=np.uint8)
         letters = self._id_of[codes].reshape(len(windows), -1)
-        n = len(windows)
-        prefix = np.broadcast_to(np.array(self.info.prefix_ids, dtype=np.int64), (n, len(self.info.prefix_ids)))
-        suffix = np.broadcast_to(np.array(self.info.suffix_ids, dtype=np.int64), (n, len(self.info.suffix_ids)))
+        prefix = np.tile(np.array(self.info.prefix_ids, dtype=np.int64), (len(windows), 1))
+        suffix = np.tile(np.array(self.info.suffix_ids, dtype=np.int64), (len(windows), 1))
         return np.concatenate([prefix, letters, suffix], axis=1)
 
     def _encode_windows(self, windows: list[str]) -> list[np.ndarray]:
