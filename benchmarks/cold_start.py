@@ -1,6 +1,6 @@
 """Cold start: seconds from launching `seqchat annotate` on a one-sequence FASTA (the first
-record of examples/genes.fasta) to its first output row, for the shipped bundle as it is (compiled: ONNX encoder) and for a copy without
-its compiled graphs (PyTorch encoder).
+record of examples/genes.fasta) to its first output row, for the shipped bundle as it is
+(compiled: ONNX encoder) and for a copy without its compiled graphs (PyTorch encoder).
 
     python benchmarks/cold_start.py --runs 5 --out benchmarks/results/cold_start.json
 
@@ -65,7 +65,8 @@ def main() -> None:
         record = next(read_records([str(args.fasta)]))
         fasta = Path(scratch) / "one.fa"
         fasta.write_text(f">{record.id}\n{record.sequence}\n")
-        paths = {"compiled": args.bundle, "pytorch": str(without_graphs(args.bundle, Path(scratch)))}
+        pytorch = without_graphs(args.bundle, Path(scratch))
+        paths = {"compiled": args.bundle, "pytorch": str(pytorch)}
         for name, bundle in paths.items():
             first_row_seconds(bundle, fasta, args.threads)  # page the files in
             runs = [first_row_seconds(bundle, fasta, args.threads) for _ in range(args.runs)]
@@ -74,7 +75,8 @@ def main() -> None:
                 "exit_s": round(statistics.median(r[1] for r in runs), 3),
             }
             print(name, results[name], flush=True)
-    report = {"settings": vars(args) | {"out": str(args.out), "fasta": str(args.fasta)}, "results": results}
+    settings = vars(args) | {"out": str(args.out), "fasta": str(args.fasta)}
+    report = {"settings": settings, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
 

@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tokens", type=int, default=8)
-    parser.add_argument("--compiled", action="store_true", help="compile the tiny bundle to ONNX first")
+    parser.add_argument("--compiled", action="store_true", help="compile the tiny bundle first")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/scaling.json")
     args = parser.parse_args()
     results = []
@@ -67,7 +67,8 @@ def main() -> None:
         work = Path(scratch)
         bundle = write_tiny_bundle(work / "tiny")
         if args.compiled:
-            subprocess.run([sys.executable, "-m", "seqchat.cli", "models", "compile", str(bundle)], check=True)
+            compile_command = [sys.executable, "-m", "seqchat.cli", "models", "compile", str(bundle)]
+            subprocess.run(compile_command, check=True)
         for n in map(int, args.sizes.split(",")):
             fasta = work / f"n{n}.fa.gz"
             write_fasta_gz(fasta, n, seed=n)

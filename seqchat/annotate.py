@@ -84,7 +84,9 @@ def load_models(
     return soft_tokenizer, runtime
 
 
-def load_soft_tokenizer(bundle: Bundle, device: str, *, compiled: bool | None = None) -> SoftTokens:
+def load_soft_tokenizer(
+    bundle: Bundle, device: str, *, compiled: bool | None = None
+) -> SoftTokens:
     """The encoder and projector compiled to ONNX when the bundle has them and the work
     stays on the CPU (`compiled=None`), else PyTorch's. `compiled` forces either."""
     if bundle.projector_weights is None:
