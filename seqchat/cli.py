@@ -330,6 +330,7 @@ def _run_training(stage: str, options: dict[str, Any]) -> None:
         options[name] = list(options[name])
     out = train(TrainSettings(stage=stage, **options), log=lambda line: click.echo(line, err=True))
     click.echo(f"wrote bundle {out}", err=True)
+    click.echo(f"(to start without PyTorch on a CPU: seqchat models compile {out})", err=True)
 
 
 @cli.group()
