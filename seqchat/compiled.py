@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,31 +49,13 @@ class CompiledEncoderInfo:
     sources: Mapping[str, str]
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "alphabet": self.alphabet,
-                "window": self.window,
-                "batch_size": self.batch_size,
-                "letter_ids": dict(self.letter_ids),
-                "prefix_ids": list(self.prefix_ids),
-                "suffix_ids": list(self.suffix_ids),
-                "sources": dict(self.sources),
-            },
-            sort_keys=True,
-        )
+        return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> CompiledEncoderInfo:
         data = json.loads(text)
-        return cls(
-            alphabet=data["alphabet"],
-            window=int(data["window"]),
-            batch_size=int(data["batch_size"]),
-            letter_ids={str(k): int(v) for k, v in data["letter_ids"].items()},
-            prefix_ids=tuple(int(i) for i in data["prefix_ids"]),
-            suffix_ids=tuple(int(i) for i in data["suffix_ids"]),
-            sources={str(k): str(v) for k, v in data["sources"].items()},
-        )
+        ids = {name: tuple(data[name]) for name in ("prefix_ids", "suffix_ids")}
+        return cls(**{**data, **ids})
 
 
 def mean_pool(states: np.ndarray, stride: int) -> np.ndarray:

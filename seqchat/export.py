@@ -103,18 +103,20 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], names: list[str],
-            dynamic: tuple[dict[int, object], ...], path: Path) -> None:
+            dynamic: tuple[dict[int, object], ...], path: Path,
+            metadata: dict[str, str] | None = None) -> None:
     """`dynamic` gives the dynamic dimensions of each argument, in order."""
     with _quiet_exporter():
-        torch.onnx.export(
-            module, args, str(path), dynamo=True, external_data=False, verbose=False,
+        program = torch.onnx.export(
+            module, args, dynamo=True, verbose=False,
             input_names=names, output_names=["output"], dynamic_shapes=dynamic,
         )
+    assert program is not None  # the dynamo exporter always returns its program
+    program.model.metadata_props.update(metadata or {})
+    program.save(str(path), external_data=False)
 
 
 def _export_encoder(encoder: NucleotideEncoder, info: CompiledEncoderInfo, path: Path) -> None:
-    import onnx
-
     n_special = len(info.prefix_ids) + len(info.suffix_ids)
     batch = torch.export.Dim("batch", min=1, max=4096)
     length = torch.export.Dim("length", min=n_special + 1, max=info.window + n_special)
@@ -123,11 +125,8 @@ def _export_encoder(encoder: NucleotideEncoder, info: CompiledEncoderInfo, path:
     dims = {0: batch, 1: length}
     _export(
         _EncoderGraph(encoder.model).eval(), (example, torch.ones_like(example)),
-        ["input_ids", "attention_mask"], (dims, dims), path,
+        ["input_ids", "attention_mask"], (dims, dims), path, {METADATA_KEY: info.to_json()},
     )
-    model = onnx.load(str(path))
-    onnx.helper.set_model_props(model, {METADATA_KEY: info.to_json()})
-    onnx.save(model, str(path))
 
 
 def _export_projector(projector: Projector, path: Path) -> None:
