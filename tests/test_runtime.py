@@ -307,6 +307,25 @@ def test_batched_generation_equals_one_at_a_time(bundle, layout, real_prompts) -
         assert batched[key].mean_logprob == pytest.approx(single[key].mean_logprob, abs=1e-6)
 
 
+def test_generation_steps_feed_the_slots_in_ascending_order(bundle, layout, real_prompts) -> None:
+    """llama.cpp computes a step as one ubatch only for a run of consecutive sequence ids;
+    early stops refill slots out of order, which must not reorder the steps."""
+    steps: list[list[int]] = []
+    with GgufRuntime(bundle.llm_path, n_parallel=4, n_ctx_per_slot=256, n_threads=1) as rt:
+        decode_tokens = rt._decode_tokens
+
+        def spy(entries):
+            if all(wants_logits for *_, wants_logits in entries):
+                steps.append([seq_id for _, _, seq_id, _ in entries])
+            decode_tokens(entries)
+
+        rt._decode_tokens = spy
+        generations = list(rt.generate(layout.prefix_ids, real_prompts, DecodingSettings(max_new_tokens=20)))
+    assert {g.finish_reason for g in generations} == {"stop", "length"}
+    assert [1, 2, 3, 4] in steps
+    assert all(ids == sorted(ids) for ids in steps)
+
+
 def test_thread_count_does_not_change_generation(bundle, layout) -> None:
     prompts = random_prompts(64, PROMPT_LENGTHS[:3], layout.suffix_ids)
     settings = DecodingSettings(max_new_tokens=5)
