@@ -2,8 +2,8 @@
 
 A bundle names the encoder (a directory inside the bundle or a hub id), the projector
 (type, shapes, safetensors file), the LLM (a GGUF inside the bundle, an absolute path when
-allowed, or a file inside an installed Python package), an optional GGUF LoRA adapter, the
-prompt and the decoding defaults. `--model NAME` is looked up as a path, then under
+allowed, or a file inside an installed Python package; optionally requantized, see
+`seqchat.requantize`), an optional GGUF LoRA adapter, the prompt and the decoding defaults. `--model NAME` is looked up as a path, then under
 `$SEQCHAT_HOME/bundles/`, then among the bundles shipped with the package.
 """
 
@@ -21,6 +21,7 @@ import yaml
 from seqchat.errors import SeqchatError
 from seqchat.home import seqchat_home
 from seqchat.prompt import PromptSpec
+from seqchat.requantize import REQUANTIZE_TYPES, requantized_gguf
 from seqchat.runtime import DecodingSettings
 from seqchat.specs import ENCODER_KINDS, EncoderSpec, ProjectorConfig
 
@@ -59,6 +60,7 @@ class Bundle:
     encoder_dir: Path | None = field(default=None)
     compiled_encoder: Path | None = field(default=None)
     compiled_projector: Path | None = field(default=None)
+    llm_source: Path | None = field(default=None)  # the GGUF llm_path was requantized from
 
     def weight_files(self) -> dict[str, Path]:
         """Every file whose bytes decide the output, by a name relative to the bundle."""
@@ -166,6 +168,17 @@ def _llm_path(root: Path, llm: dict[str, Any], allow_external: bool) -> Path:
     raise BundleError(f"{root / CONFIG_NAME}: llm needs 'gguf' or 'package' and 'file'")
 
 
+def _requantized(source: Path, type_name: Any, config_path: Path) -> Path:
+    """`source`, or its copy in the type `llm.requantize` names (made once, then cached)."""
+    if type_name is None:
+        return source
+    if str(type_name) not in REQUANTIZE_TYPES:
+        raise BundleError(
+            f"{config_path}: llm.requantize must be one of {', '.join(REQUANTIZE_TYPES)}, not {type_name!r}"
+        )
+    return requantized_gguf(source, str(type_name), seqchat_home() / "cache" / "gguf")
+
+
 def _encoder(
     root: Path, encoder: dict[str, Any], allow_external: bool, trust_remote_code: bool
 ) -> tuple[EncoderSpec, Path | None]:
@@ -237,6 +250,7 @@ def load_bundle(
         raise BundleError(f"{config_path}: projector needs {error.args[0]!r}") from error
     lora = llm.get("lora")
     compiled = config.get("compiled") or {}
+    llm_source = _llm_path(root, llm, allow_external_paths)
     return Bundle(
         name=str(config.get("name", root.name)),
         root=root,
@@ -251,7 +265,8 @@ def load_bundle(
             if require_weights or (root / weights).exists()
             else None
         ),
-        llm_path=_llm_path(root, llm, allow_external_paths),
+        llm_path=_requantized(llm_source, llm.get("requantize"), config_path),
+        llm_source=llm_source if llm.get("requantize") else None,
         lora_path=_inside(root, str(lora), "llm.lora", allow_external_paths) if lora else None,
         lora_scale=float(llm.get("lora_scale", 1.0)),
         n_ctx_per_slot=int(llm.get("n_ctx_per_slot", 1024)),

@@ -75,13 +75,13 @@ class _Slot:
     logprobs: list[float]
 
 
-def _silence_llama_logs() -> None:
+def silence_llama_logs() -> None:
     @llama_cpp.llama_log_callback
     def _discard(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         return None
 
     llama_cpp.llama_log_set(_discard, ctypes.c_void_p(0))
-    _silence_llama_logs.keepalive = _discard  # type: ignore[attr-defined]
+    silence_llama_logs.keepalive = _discard  # type: ignore[attr-defined]
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -103,7 +103,7 @@ class GgufVocabulary:
 
     @classmethod
     def load(cls, model_path: str | Path) -> GgufVocabulary:
-        _silence_llama_logs()
+        silence_llama_logs()
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = True
         model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), params)
@@ -178,7 +178,7 @@ class GgufRuntime:
         lora_scale: float = 1.0,
         n_gpu_layers: int = 0,
     ) -> None:
-        _silence_llama_logs()
+        silence_llama_logs()
         llama_cpp.llama_backend_init()
         self.model_path = Path(model_path)
         self.n_parallel = n_parallel

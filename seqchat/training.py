@@ -601,7 +601,7 @@ class Trainer:
         config["projector"] = {**self.chain.projector.config.as_dict(), "weights": "projector.safetensors"}
         llm = dict(config["llm"])
         if "gguf" in llm:
-            shutil.copy(base.llm_path, out / "llm.gguf")
+            shutil.copy(base.llm_source or base.llm_path, out / "llm.gguf")
             llm["gguf"] = "llm.gguf"
         llm.pop("lora", None)
         if self.settings.lora_rank:
