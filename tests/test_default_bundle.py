@@ -47,7 +47,7 @@ def test_instruct_bundle_answers_a_question_with_its_lora(tmp_path: Path) -> Non
 
 
 def test_default_bundle_output_does_not_depend_on_parallel_slots_or_threads() -> None:
-    """The real Q4_1 model, compared at full float precision: a tiny F32 model hides
+    """The real SmolLM2 model (its Q8_0 copy), compared at full float precision: a tiny F32 model hides
     reductions whose order depends on where a sequence sits in a shared KV cache."""
     from seqchat.annotate import Annotator
     from seqchat.runtime import DecodingSettings
