@@ -3,8 +3,9 @@
 A bundle names the encoder (a directory inside the bundle or a hub id), the projector
 (type, shapes, safetensors file), the LLM (a GGUF inside the bundle, an absolute path when
 allowed, or a file inside an installed Python package; optionally requantized, see
-`seqchat.requantize`), an optional GGUF LoRA adapter, the prompt and the decoding defaults. `--model NAME` is looked up as a path, then under
-`$SEQCHAT_HOME/bundles/`, then among the bundles shipped with the package.
+`seqchat.requantize`), an optional GGUF LoRA adapter, the prompt and the decoding defaults.
+`--model NAME` is looked up as a path, then under `$SEQCHAT_HOME/bundles/`, then among the
+bundles shipped with the package.
 """
 
 from __future__ import annotations
