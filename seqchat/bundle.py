@@ -252,6 +252,7 @@ def load_bundle(
     lora = llm.get("lora")
     compiled = config.get("compiled") or {}
     llm_source = _llm_path(root, llm, allow_external_paths)
+    requantize = llm.get("requantize")
     return Bundle(
         name=str(config.get("name", root.name)),
         root=root,
@@ -266,8 +267,8 @@ def load_bundle(
             if require_weights or (root / weights).exists()
             else None
         ),
-        llm_path=_requantized(llm_source, llm.get("requantize"), config_path),
-        llm_source=llm_source if llm.get("requantize") else None,
+        llm_path=_requantized(llm_source, requantize, config_path),
+        llm_source=llm_source if requantize else None,
         lora_path=_inside(root, str(lora), "llm.lora", allow_external_paths) if lora else None,
         lora_scale=float(llm.get("lora_scale", 1.0)),
         n_ctx_per_slot=int(llm.get("n_ctx_per_slot", 1024)),

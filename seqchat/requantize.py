@@ -28,7 +28,7 @@ class RequantizeError(SeqchatError):
     """llama.cpp could not requantize a GGUF, or the cache could not be written."""
 
 
-def requantized_path(source: Path, type_name: str, cache_dir: Path) -> Path:
+def _cached_copy_path(source: Path, type_name: str, cache_dir: Path) -> Path:
     """Where the requantized copy of `source` lives: named after the source's path, size and
     modification time, so that a replaced source (a reinstalled package) gets a new copy."""
     stat = source.stat()
@@ -41,12 +41,10 @@ def requantized_gguf(source: Path, type_name: str, cache_dir: Path) -> Path:
     """The cached `type_name` copy of the GGUF `source`, written first if it is missing.
 
     The copy is written to a temporary file and renamed into place, so that an interrupted
-    run or two pipeline jobs starting at once never leave a partial file under the name."""
-    if type_name not in REQUANTIZE_TYPES:
-        raise RequantizeError(
-            f"cannot requantize to {type_name!r}: choose one of {', '.join(REQUANTIZE_TYPES)}"
-        )
-    target = requantized_path(source, type_name, cache_dir)
+    run or two pipeline jobs starting at once never leave a partial file under the name.
+    `type_name` is a key of REQUANTIZE_TYPES (the bundle checks what its config asks for)."""
+    ftype = REQUANTIZE_TYPES[type_name]
+    target = _cached_copy_path(source, type_name, cache_dir)
     if target.is_file():
         return target
     try:
@@ -60,7 +58,7 @@ def requantized_gguf(source: Path, type_name: str, cache_dir: Path) -> Path:
             f"set SEQCHAT_HOME to a writable directory"
         ) from error
     try:
-        _quantize(source, Path(partial), REQUANTIZE_TYPES[type_name])
+        _quantize(source, Path(partial), ftype)
         os.replace(partial, target)
     finally:
         Path(partial).unlink(missing_ok=True)
