@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from seqchat.bundle import CONFIG_NAME, load_bundle
-from seqchat.sequences import read_records
+from seqchat.io.sequences import read_records
 
 
 def first_row_seconds(bundle: str, fasta: Path, threads: int) -> tuple[float, float]:

@@ -31,10 +31,10 @@ import torch
 
 from seqchat.annotate import Annotator, load_runtime_pool
 from seqchat.bundle import load_bundle
-from seqchat.prompt import layout_for
-from seqchat.runtime import DecodingSettings, SoftPrompt
-from seqchat.sequences import SequenceRecord, canonical_sequence
-from seqchat.training import chain_from_bundle
+from seqchat.llm.prompt import layout_for
+from seqchat.llm.runtime import DecodingSettings, SoftPrompt
+from seqchat.io.sequences import SequenceRecord, canonical_sequence
+from seqchat.train.chain import chain_from_bundle
 
 
 def benchmark_records(data_dir: Path, n: int, seed: int) -> list[SequenceRecord]:

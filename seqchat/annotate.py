@@ -26,16 +26,11 @@ import llama_cpp
 import numpy as np
 
 from seqchat.bundle import CONFIG_NAME, Bundle, BundleError, resolve_bundle, sha256_file
-from seqchat.cache import CachedAnswer, ResultCache
-from seqchat.prompt import layout_for
-from seqchat.runtime import (
-    DecodingSettings,
-    Generation,
-    GgufRuntime,
-    RuntimePool,
-    SoftPrompt,
-)
-from seqchat.sequences import SequenceRecord
+from seqchat.io.cache import CachedAnswer, ResultCache
+from seqchat.io.sequences import SequenceRecord
+from seqchat.llm.pool import RuntimePool
+from seqchat.llm.prompt import layout_for
+from seqchat.llm.runtime import DecodingSettings, Generation, GgufRuntime, SoftPrompt
 
 
 @dataclass(frozen=True)
@@ -57,8 +52,8 @@ class Annotation:
 
 
 class SoftTokens(Protocol):
-    """Sequences -> soft-token matrices: `seqchat.soft_tokens.SoftTokenizer` (PyTorch) or
-    `seqchat.compiled.CompiledSoftTokenizer` (ONNX)."""
+    """Sequences -> soft-token matrices: `seqchat.encode.soft_tokens.SoftTokenizer` (PyTorch) or
+    `seqchat.encode.compiled.CompiledSoftTokenizer` (ONNX)."""
 
     runtime_name: str
 
@@ -95,9 +90,9 @@ def load_soft_tokenizer(
         compiled = bundle.compiled_encoder is not None and _stays_on_cpu(device)
     if compiled:
         return _load_compiled(bundle)
-    from seqchat.encoders import NucleotideEncoder, resolve_device
-    from seqchat.projector import load_projector
-    from seqchat.soft_tokens import SoftTokenizer
+    from seqchat.encode.encoders import NucleotideEncoder, resolve_device
+    from seqchat.encode.projector import load_projector
+    from seqchat.encode.soft_tokens import SoftTokenizer
 
     encoder = NucleotideEncoder.load(bundle.encoder, resolve_device(device))
     projector = load_projector(bundle.projector, bundle.projector_weights)
@@ -115,7 +110,7 @@ def _stays_on_cpu(device: str) -> bool:
 
 
 def _load_compiled(bundle: Bundle) -> SoftTokens:
-    from seqchat.compiled import CompiledSoftTokenizer
+    from seqchat.encode.compiled import CompiledSoftTokenizer
 
     if bundle.compiled_encoder is None or bundle.compiled_projector is None:
         raise BundleError(f"{bundle.root}: not compiled (run 'seqchat models compile {bundle.root}')")

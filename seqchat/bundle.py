@@ -3,7 +3,7 @@
 A bundle names the encoder (a directory inside the bundle or a hub id), the projector
 (type, shapes, safetensors file), the LLM (a GGUF inside the bundle, an absolute path when
 allowed, or a file inside an installed Python package; optionally requantized, see
-`seqchat.requantize`), an optional GGUF LoRA adapter, the prompt and the decoding defaults.
+`seqchat.llm.requantize`), an optional GGUF LoRA adapter, the prompt and the decoding defaults.
 `--model NAME` is looked up as a path, then under `$SEQCHAT_HOME/bundles/`, then among the
 bundles shipped with the package.
 """
@@ -13,18 +13,19 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import importlib.util
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from seqchat.encode.specs import ENCODER_KINDS, EncoderSpec, ProjectorConfig
 from seqchat.errors import SeqchatError
 from seqchat.home import seqchat_home
-from seqchat.prompt import PromptSpec
-from seqchat.requantize import REQUANTIZE_TYPES, requantized_gguf
-from seqchat.runtime import DecodingSettings
-from seqchat.specs import ENCODER_KINDS, EncoderSpec, ProjectorConfig
+from seqchat.llm.prompt import PromptSpec
+from seqchat.llm.requantize import REQUANTIZE_TYPES, requantized_gguf
+from seqchat.llm.runtime import DecodingSettings
 
 CONFIG_NAME = "seqchat.yaml"
 FORMAT_VERSION = 1
@@ -62,6 +63,8 @@ class Bundle:
     compiled_encoder: Path | None = field(default=None)
     compiled_projector: Path | None = field(default=None)
     llm_source: Path | None = field(default=None)  # the GGUF llm_path was requantized from
+    reference_dir: Path | None = field(default=None)
+    """The annotated reference set the bundle searches (`seqchat reference build`)."""
 
     def weight_files(self) -> dict[str, Path]:
         """Every file whose bytes decide the output, by a name relative to the bundle."""
@@ -253,6 +256,7 @@ def load_bundle(
     compiled = config.get("compiled") or {}
     llm_source = _llm_path(root, llm, allow_external_paths)
     requantize = llm.get("requantize")
+    reference = config.get("reference")
     return Bundle(
         name=str(config.get("name", root.name)),
         root=root,
@@ -269,6 +273,9 @@ def load_bundle(
         ),
         llm_path=_requantized(llm_source, requantize, config_path),
         llm_source=llm_source if requantize else None,
+        reference_dir=(
+            _inside(root, str(reference), "reference", allow_external_paths) if reference else None
+        ),
         lora_path=_inside(root, str(lora), "llm.lora", allow_external_paths) if lora else None,
         lora_scale=float(llm.get("lora_scale", 1.0)),
         n_ctx_per_slot=int(llm.get("n_ctx_per_slot", 1024)),
@@ -294,3 +301,31 @@ def resolve_bundle(
     return load_bundle(
         bundle, allow_external_paths=allow_external_paths, trust_remote_code=trust_remote_code
     )
+
+
+def compile_bundle(bundle: Bundle) -> tuple[Path, Path]:
+    """Export the bundle's encoder and projector as ONNX graphs next to its weights and name
+    them in its `seqchat.yaml` (`seqchat models compile`). Returns the two graph files."""
+    from seqchat.encode.compiled import CompiledModelError
+    from seqchat.encode.export import (
+        ENCODER_FILE,
+        PROJECTOR_FILE,
+        export_soft_tokenizer,
+    )
+
+    if bundle.projector_weights is None:
+        raise CompiledModelError(f"{bundle.root}: the projector has no trained weights")
+    sources = {
+        name: digest for name, digest in bundle.sha256s().items()
+        if name == "projector" or name.startswith("encoder/")
+    }
+    graphs = export_soft_tokenizer(
+        bundle.encoder, bundle.projector, bundle.projector_weights, sources, bundle.root
+    )
+    config_path = bundle.root / CONFIG_NAME
+    config = yaml.safe_load(config_path.read_text())
+    config["compiled"] = {"encoder": ENCODER_FILE, "projector": PROJECTOR_FILE}
+    staging = bundle.root / f".{CONFIG_NAME}.partial"
+    staging.write_text(yaml.safe_dump(config, sort_keys=False))
+    os.replace(staging, config_path)
+    return graphs

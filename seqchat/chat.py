@@ -3,7 +3,7 @@
 A `Chat` owns one sequence id of a `GgufRuntime` (made with `n_parallel=1`, so the
 context holds the runtime's reserved prefix sequence 0 and the chat's sequence 1).
 
-- Turn 1 is the bundle's prompt layout (`seqchat.prompt.layout_for`) for the question:
+- Turn 1 is the bundle's prompt layout (`seqchat.llm.prompt.layout_for`) for the question:
   prefix tokens, the sequence's soft tokens, suffix tokens (the rest of the user turn and
   the generation prompt), then the answer.
 - Every later turn appends only its own tokens: the text the chat template puts between the
@@ -35,7 +35,7 @@ import llama_cpp
 import numpy as np
 
 from seqchat.errors import SeqchatError
-from seqchat.prompt import (
+from seqchat.llm.prompt import (
     QUESTION_FIELD,
     SEQUENCE_FIELD,
     PromptSpec,
@@ -43,7 +43,7 @@ from seqchat.prompt import (
     render_chat,
     user_text,
 )
-from seqchat.runtime import DecodingSettings, GgufRuntime, SoftPrompt, _Slot
+from seqchat.llm.runtime import DecodingSettings, GgufRuntime, SoftPrompt, _Slot
 
 if TYPE_CHECKING:
     from seqchat.annotate import SoftTokens
@@ -78,7 +78,7 @@ class Turn:
 def chat_prompt_spec(spec: PromptSpec) -> PromptSpec:
     """The bundle's prompt with a place for the question: a stage-1 bundle's user turn is
     only `{sequence}`, and the question then follows it on a new line (the layout stage-2
-    training uses, see `seqchat.training`)."""
+    training uses, see `seqchat.train.chain`)."""
     if QUESTION_FIELD in spec.user:
         return spec
     return replace(spec, user=f"{spec.user}\n{QUESTION_FIELD}")

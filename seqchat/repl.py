@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from seqchat import __version__
 from seqchat.errors import SeqchatError
-from seqchat.sequences import SequenceInputError, SequenceRecord, canonical_sequence
+from seqchat.io.sequences import SequenceInputError, SequenceRecord, canonical_sequence
 
 if TYPE_CHECKING:
     from seqchat.chat import Chat, ChatModel, Turn
@@ -139,7 +139,7 @@ class Repl:
         return added
 
     def load(self, path: str) -> None:
-        from seqchat.sequences import read_records
+        from seqchat.io.sequences import read_records
 
         path = os.path.expanduser(path)
         if not os.path.isfile(path):
@@ -416,7 +416,7 @@ def run_repl(
     from seqchat.annotate import with_decoding
     from seqchat.bundle import load_bundle
     from seqchat.chat import ChatModel
-    from seqchat.sequences import read_records
+    from seqchat.io.sequences import read_records
 
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout

@@ -25,7 +25,8 @@ from conftest import (
     without_command_line,
     write_fasta,
 )
-from seqchat.writers import partial_path, read_table
+from seqchat.io.tables import read_table
+from seqchat.io.writers import partial_path
 
 COLUMNS = ["id", "length", "description", "n_tokens", "mean_logprob"]
 
@@ -341,8 +342,8 @@ def test_garbage_projector_weights(bundle_copy, small_fasta: Path, tmp_path: Pat
 
 
 def test_projector_weights_of_another_shape(bundle_copy, small_fasta: Path, tmp_path: Path) -> None:
-    from seqchat.projector import build_projector, save_projector
-    from seqchat.specs import ProjectorConfig
+    from seqchat.encode.projector import build_projector, save_projector
+    from seqchat.encode.specs import ProjectorConfig
 
     bundle = bundle_copy()
     save_projector(build_projector(ProjectorConfig("linear", 32, 48)), bundle / "projector.safetensors")

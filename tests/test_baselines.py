@@ -1,11 +1,11 @@
-"""Tests of seqchat.baselines (k-mer nearest neighbour, most common description)."""
+"""Tests of seqchat.evaluate.baselines (k-mer nearest neighbour, most common description)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from seqchat.baselines import (
+from seqchat.evaluate.baselines import (
     DEFAULT_K,
     KmerNearestNeighbour,
     MostCommonDescription,

@@ -15,9 +15,9 @@ from conftest import (
 )
 
 from seqchat.annotate import Annotator
-from seqchat.cache import ResultCache
-from seqchat.runtime import DecodingSettings
-from seqchat.sequences import SequenceRecord
+from seqchat.io.cache import ResultCache
+from seqchat.llm.runtime import DecodingSettings
+from seqchat.io.sequences import SequenceRecord
 
 
 def annotate(bundle: Path, fasta: Path, out: Path, *extra: str):

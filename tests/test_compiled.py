@@ -17,8 +17,8 @@ from conftest import assert_clean_failure, invoke, random_sequence, subprocess_e
 
 from seqchat.annotate import load_soft_tokenizer
 from seqchat.bundle import CONFIG_NAME, load_bundle
-from seqchat.compiled import CompiledModelError
-from seqchat.writers import read_table
+from seqchat.encode.compiled import CompiledModelError
+from seqchat.io.tables import read_table
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -55,8 +55,8 @@ def test_compiled_soft_tokens_match_pytorch(
     bundle_dir = tmp_path / "b"
     shutil.copytree(tiny_bundle, bundle_dir)
     if projector_type == "mlp":
-        from seqchat.projector import build_projector, save_projector
-        from seqchat.specs import ProjectorConfig
+        from seqchat.encode.projector import build_projector, save_projector
+        from seqchat.encode.specs import ProjectorConfig
 
         config = ProjectorConfig("mlp", 32, 64, pool_stride=4, max_soft_tokens=16, hidden_dim=48)
         save_projector(build_projector(config), bundle_dir / "projector.safetensors")
@@ -111,7 +111,7 @@ def test_annotate_with_a_compiled_bundle_imports_no_torch(
 
 
 def test_stale_graphs_are_refused(compiled_bundle: Path, small_fasta: Path, tmp_path: Path) -> None:
-    from seqchat.projector import build_projector, save_projector
+    from seqchat.encode.projector import build_projector, save_projector
 
     stale = tmp_path / "stale"
     shutil.copytree(compiled_bundle, stale)
@@ -125,12 +125,12 @@ def test_stale_graphs_are_refused(compiled_bundle: Path, small_fasta: Path, tmp_
 def test_a_failed_compile_leaves_the_bundle_as_it_was(
     tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import seqchat.export
+    import seqchat.encode.export
 
     bundle_dir = tmp_path / "b"
     shutil.copytree(tiny_bundle, bundle_dir)
     config_before = (bundle_dir / CONFIG_NAME).read_text()
-    monkeypatch.setattr(seqchat.export, "TOLERANCE", -1.0)
+    monkeypatch.setattr(seqchat.encode.export, "TOLERANCE", -1.0)
     result = invoke(["models", "compile", str(bundle_dir)])
     assert_clean_failure(result.exit_code, result.stderr, "differs from PyTorch", "unchanged")
     assert (bundle_dir / CONFIG_NAME).read_text() == config_before
@@ -155,7 +155,7 @@ class _MergingTokenizer:
 
 
 def test_a_tokenizer_that_merges_letters_does_not_compile() -> None:
-    from seqchat.export import token_table
+    from seqchat.encode.export import token_table
 
     encoder = SimpleNamespace(
         tokenizer=_MergingTokenizer(), window=64, spec=SimpleNamespace(alphabet="dna", source="bpe")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from conftest import run_seqchat
 
-from seqchat.writers import read_table
+from seqchat.io.tables import read_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,8 +50,8 @@ def test_default_bundle_output_does_not_depend_on_parallel_slots_or_threads() ->
     """The real SmolLM2 model (its Q8_0 copy), compared at full float precision: a tiny F32 model hides
     reductions whose order depends on where a sequence sits in a shared KV cache."""
     from seqchat.annotate import Annotator
-    from seqchat.runtime import DecodingSettings
-    from seqchat.sequences import read_records
+    from seqchat.llm.runtime import DecodingSettings
+    from seqchat.io.sequences import read_records
 
     def run(parallel: int, threads: int) -> list[tuple[str, str, int, float]]:
         settings = DecodingSettings(max_new_tokens=24)

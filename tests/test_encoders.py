@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from seqchat.encoders import EncoderError, NucleotideEncoder, resolve_device
-from seqchat.specs import EncoderSpec
-from seqchat.windows import split_windows, to_alphabet
+from seqchat.encode.encoders import EncoderError, NucleotideEncoder, resolve_device
+from seqchat.encode.specs import EncoderSpec
+from seqchat.encode.windows import split_windows, to_alphabet
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -8,20 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from seqchat import lora as lora_module
 from seqchat.errors import SeqchatError
-from seqchat.lora import (
+from seqchat.llm import lora_gguf as lora_module
+from seqchat.llm.lora import (
     LoraExportError,
-    export_lora_gguf,
     load_lora,
     load_lora_state_dict,
     lora_state_dict,
-    merge_lora_gguf,
-    permute_rows,
     read_lora_config,
     save_lora,
-    unpermute_rows,
 )
+from seqchat.llm.lora_gguf import export_lora_gguf, merge_lora_gguf, permute_rows, unpermute_rows
 from tinymodels import write_tiny_gguf
 
 TOKENS = [1, 259, 262, 270, 5, 290, 280, 72, 285, 261, 266, 295, 299, 40, 260]

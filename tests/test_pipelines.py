@@ -16,7 +16,7 @@ import yaml
 
 from conftest import invoke, make_records, seqchat_executable, write_fasta
 from seqchat import __version__
-from seqchat.writers import read_table
+from seqchat.io.tables import read_table
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SNAKEMAKE = EXAMPLES / "snakemake"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seqchat.projector import (
+from seqchat.encode.projector import (
     Projector,
     ProjectorError,
     build_projector,
@@ -16,7 +16,7 @@ from seqchat.projector import (
     mean_pool,
     save_projector,
 )
-from seqchat.specs import ProjectorConfig, pooling_stride
+from seqchat.encode.specs import ProjectorConfig, pooling_stride
 
 
 def config(**overrides) -> ProjectorConfig:

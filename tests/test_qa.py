@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from seqchat.errors import SeqchatError
-from seqchat.qa import (
+from seqchat.train.qa import (
     DEFAULT_QUESTION,
     DESCRIBE_GENE,
     DESCRIBE_RNA,
@@ -21,12 +21,11 @@ from seqchat.qa import (
     QAInputError,
     describe_question,
     detect_kind,
-    iter_qa,
     parse_rfam_text,
     qa_pairs,
     readable_rna_class,
-    write_qa_jsonl,
 )
+from seqchat.train.qa_files import iter_qa, write_qa_jsonl
 
 SHARED_DATA = Path("/work/shared/data")
 

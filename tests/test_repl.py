@@ -19,9 +19,9 @@ import pytest
 
 from conftest import make_records, seqchat_executable, write_fasta
 from seqchat.chat import Chat, ChatError, ChatModel, Utf8Stream, token_bytes, turn_text
-from seqchat.prompt import SEQUENCE_FIELD, PromptSpec, layout_for, render_chat, user_text
+from seqchat.llm.prompt import SEQUENCE_FIELD, PromptSpec, layout_for, render_chat, user_text
 from seqchat.repl import continues_fasta, looks_like_sequence, printable
-from seqchat.runtime import DecodingSettings, GgufRuntime, SoftPrompt
+from seqchat.llm.runtime import DecodingSettings, GgufRuntime, SoftPrompt
 
 pexpect = pytest.importorskip("pexpect")
 
@@ -187,7 +187,7 @@ def expected_answers(tiny_bundle: Path, chat_fasta: Path):
 
     from seqchat.annotate import with_decoding
     from seqchat.bundle import load_bundle
-    from seqchat.sequences import read_records
+    from seqchat.io.sequences import read_records
 
     records = {r.id: r.sequence for r in read_records([chat_fasta])}
     threads = torch.get_num_threads()

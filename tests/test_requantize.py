@@ -13,7 +13,7 @@ import yaml
 
 from conftest import assert_clean_failure, invoke, write_fasta
 from seqchat.bundle import load_bundle
-from seqchat.writers import read_table
+from seqchat.io.tables import read_table
 
 
 def requantized_bundle(bundle_copy) -> Path:
@@ -69,7 +69,7 @@ def test_training_loads_the_weights_the_runtime_runs(bundle_copy, home: Path) ->
     """PyTorch sees the Q8_0 values, not the F32 source's: training and serving agree."""
     import gguf
 
-    from seqchat.training import chain_from_bundle
+    from seqchat.train.chain import chain_from_bundle
 
     bundle = load_bundle(str(requantized_bundle(bundle_copy)))
     chain, vocabulary = chain_from_bundle(bundle)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from seqchat.bundle import load_bundle
-from seqchat.prompt import layout_for
-from seqchat.runtime import (
+from seqchat.llm.prompt import layout_for
+from seqchat.llm.runtime import (
     DecodingSettings,
     GgufRuntime,
     GgufVocabulary,
@@ -53,7 +53,7 @@ def runtime(bundle):
 
 @pytest.fixture(scope="module")
 def chain_and_vocabulary(bundle):
-    from seqchat.training import chain_from_bundle
+    from seqchat.train.chain import chain_from_bundle
 
     chain, vocabulary = chain_from_bundle(bundle)
     yield chain, vocabulary
@@ -264,9 +264,9 @@ PROMPT_LENGTHS = [3, 16, 1, 9, 12, 5, 7, 2, 14]
 def real_prompts(bundle, layout) -> list[SoftPrompt]:
     """Soft prompts from the bundle's own encoder and projector; with max_new_tokens=20 some
     answers stop early (end of generation) and some run to the limit."""
-    from seqchat.soft_tokens import SoftTokenizer
-    from seqchat.encoders import NucleotideEncoder
-    from seqchat.projector import load_projector
+    from seqchat.encode.soft_tokens import SoftTokenizer
+    from seqchat.encode.encoders import NucleotideEncoder
+    from seqchat.encode.projector import load_projector
 
     soft_tokenizer = SoftTokenizer(
         NucleotideEncoder.load(bundle.encoder, "cpu"),

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from seqchat.errors import SeqchatError
-from seqchat.sequences import SequenceInputError, SequenceRecord, canonical_sequence, read_records
+from seqchat.io.sequences import SequenceInputError, SequenceRecord, canonical_sequence, read_records
 
 
 def write(path: Path, text: str) -> str:

@@ -1,4 +1,4 @@
-"""Training (seqchat.training and `seqchat finetune`) on tiny random models.
+"""Training (seqchat.train and `seqchat finetune`) on tiny random models.
 
 Every run here is a few dozen steps of a 2-layer, 64-wide llama and a 2-layer, 32-wide
 RNA-FM on a dozen short sequences, with one torch thread, so each test takes seconds.
@@ -20,18 +20,14 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from tinymodels import write_tiny_bundle
 
 from seqchat.bundle import CONFIG_NAME, load_bundle
-from seqchat.prompt import layout_for
-from seqchat.runtime import GgufRuntime, GgufVocabulary
-from seqchat.training import (
-    SeqchatChain,
-    TrainSettings,
-    Trainer,
-    chain_from_bundle,
-    load_training_llm,
-)
-from tinymodels import write_tiny_bundle
+from seqchat.llm.prompt import layout_for
+from seqchat.llm.runtime import GgufRuntime
+from seqchat.llm.vocabulary import GgufVocabulary
+from seqchat.train.chain import SeqchatChain, chain_from_bundle, load_training_llm
+from seqchat.train.trainer import Trainer, TrainSettings
 
 DESCRIPTIONS = [
     "the ribosomal protein",
@@ -357,7 +353,7 @@ def test_resume_reaches_the_same_weights(
 
 
 def test_resume_refuses_a_finished_bundle_dir(trained: dict[str, Trainer], data: dict[str, Path], base_bundle: Path) -> None:
-    from seqchat.training import TrainingError
+    from seqchat.train.examples import TrainingError
 
     with pytest.raises(TrainingError, match="already holds"):
         run_trainer(stage="align", data=[str(data["align"])], model=str(base_bundle), out=str(trained["align"].out), max_steps=1)
@@ -490,7 +486,7 @@ def test_config_file_sets_options_and_flags_override(tmp_path: Path, base_bundle
 
 
 def test_training_a_compiled_bundle_leaves_its_graphs_behind(tmp_path: Path, base_bundle: Path, data) -> None:
-    from seqchat.export import compile_bundle
+    from seqchat.bundle import compile_bundle
 
     compiled = tmp_path / "compiled-base"
     shutil.copytree(base_bundle, compiled)

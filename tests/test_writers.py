@@ -3,18 +3,20 @@ import json
 import pytest
 
 from seqchat.errors import SeqchatError
-from seqchat.writers import (
-    ANNOTATION_COLUMNS,
-    OutputExistsError,
+from seqchat.io.tables import (
     OutputFormatError,
-    OutputUsageError,
-    ResumeMismatchError,
     escape_tsv,
     iter_table_rows,
-    open_writer,
-    partial_path,
     read_table,
     unescape_tsv,
+)
+from seqchat.io.writers import (
+    ANNOTATION_COLUMNS,
+    OutputExistsError,
+    OutputUsageError,
+    ResumeMismatchError,
+    open_writer,
+    partial_path,
 )
 
 PROVENANCE = {"seqchat": "0.1.0", "bundle_sha256": "abc123", "prompt": "Describe\nit"}

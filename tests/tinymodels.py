@@ -145,8 +145,8 @@ def write_tiny_bundle(
     import torch
     import yaml
 
-    from seqchat.projector import build_projector, save_projector
-    from seqchat.specs import ProjectorConfig
+    from seqchat.encode.projector import build_projector, save_projector
+    from seqchat.encode.specs import ProjectorConfig
 
     directory.mkdir(parents=True, exist_ok=True)
     write_tiny_encoder(directory / "encoder", seed=seed)

@@ -2,7 +2,10 @@
 
 Yeast: chromosomes I-XI train, XII-XIII validate (split by chromosome: paralogs would leak
 through a random split). Chromosomes XIV-XVI are the project's held-out evaluation set and
-are never read. Rfam/nRC: a seeded 90/10 split within families, like the nRC test split.
+are never read. Rfam/nRC: a seeded 90/10 split within families, like the nRC test split, and
+a family-held-out split (`rfam_family_*`): whole families, drawn at random among those of at
+most 100 sequences, until about 10 % of the sequences are held out, so that no validation
+sequence has a relative of its own family in training.
 
     python models/default/prepare_data.py ../shared/data runs/default/data
 """
@@ -14,9 +17,11 @@ import random
 import sys
 from pathlib import Path
 
-from seqchat.qa import qa_pairs
+from seqchat.train.qa import qa_pairs
 
 YEAST_VALIDATION = {"chr12", "chr13"}
+FAMILY_VALIDATION_SHARE = 0.10
+FAMILY_VALIDATION_MAX_SIZE = 100
 HELD_OUT = {"chr14", "chr15", "chr16"}
 
 
@@ -29,12 +34,29 @@ def write(path: Path, items: list[dict]) -> None:
     print(f"{path}: {len(items)} rows")
 
 
+def held_out_families(rfam: list[dict], seed: int = 4) -> set[str]:
+    """Whole families whose sequences make up about FAMILY_VALIDATION_SHARE of the set."""
+    sizes: dict[str, int] = {}
+    for row in rfam:
+        sizes[row["rfam_acc"]] = sizes.get(row["rfam_acc"], 0) + 1
+    families = sorted(family for family, size in sizes.items() if size <= FAMILY_VALIDATION_MAX_SIZE)
+    random.Random(seed).shuffle(families)
+    chosen, total = set(), 0
+    for family in families:
+        if total >= FAMILY_VALIDATION_SHARE * len(rfam):
+            break
+        chosen.add(family)
+        total += sizes[family]
+    return chosen
+
+
 def main(data_dir: Path, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     yeast = rows(data_dir / "yeast_sgd" / "train.jsonl")
     if any(row["chrom"] in HELD_OUT for row in yeast):
         raise SystemExit("held-out chromosomes XIV-XVI found in the training file: refusing")
     rfam = rows(data_dir / "rfam_nrc" / "train.jsonl")
+    held_out = held_out_families(rfam)
     random.Random(0).shuffle(rfam)
     n_rfam_val = len(rfam) // 10
     splits = {
@@ -42,6 +64,8 @@ def main(data_dir: Path, out_dir: Path) -> None:
         "yeast_val": [r for r in yeast if r["chrom"] in YEAST_VALIDATION],
         "rfam_train": rfam[n_rfam_val:],
         "rfam_val": rfam[:n_rfam_val],
+        "rfam_family_train": [r for r in rfam if r["rfam_acc"] not in held_out],
+        "rfam_family_val": [r for r in rfam if r["rfam_acc"] in held_out],
     }
     for name, items in splits.items():
         write(out_dir / f"{name}.jsonl", items)

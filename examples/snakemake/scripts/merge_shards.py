@@ -22,8 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from seqchat.errors import SeqchatError
-from seqchat.sequences import read_records
-from seqchat.writers import ANNOTATION_COLUMNS, open_writer, partial_path, read_table
+from seqchat.io.sequences import read_records
+from seqchat.io.tables import read_table
+from seqchat.io.writers import ANNOTATION_COLUMNS, open_writer, partial_path
 
 _SHARD = re.compile(r"--shard[= ](\d+)/(\d+)")
 

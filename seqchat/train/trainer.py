@@ -6,7 +6,7 @@ question -> answer, starting from a stage-1 bundle; the projector trains, and wi
 `lora_rank` a LoRA on the LLM's attention projections, exported as a GGUF adapter.
 
 The LLM is loaded by transformers from the very GGUF file the bundle serves, and the prompt
-is laid out by `seqchat.prompt.layout_for` with llama.cpp's tokenizer, as at serving time.
+is laid out by `seqchat.llm.prompt.layout_for` with llama.cpp's tokenizer, as at serving time.
 Runs survive: checkpoints hold the trainable weights (safetensors), optimizer, scheduler,
 RNG states and data position, so `resume` reaches the same final weights.
 """
@@ -17,40 +17,35 @@ import contextlib
 import json
 import math
 import os
-import random
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from seqchat.bundle import CONFIG_NAME, Bundle, load_bundle
-from seqchat.encoders import NucleotideEncoder
-from seqchat.errors import SeqchatError
-from seqchat.projector import build_projector, load_projector, save_projector
-from seqchat.prompt import PromptLayout, PromptSpec, layout_for
-from seqchat.runtime import GgufVocabulary
-from seqchat.sequences import SequenceInputError, canonical_sequence
-from seqchat.specs import EncoderSpec, ProjectorConfig
-
-Stage = Literal["align", "instruct"]
-IGNORE_INDEX = -100
-
-
-class TrainingError(SeqchatError):
-    """Bad training data or settings, reported before any training starts."""
-
-
-@dataclass(frozen=True)
-class Example:
-    sequence: str
-    answer: str
-    question: str | None = None
+from seqchat.bundle import CONFIG_NAME, load_bundle
+from seqchat.encode.encoders import NucleotideEncoder
+from seqchat.encode.projector import build_projector, load_projector, save_projector
+from seqchat.encode.specs import ProjectorConfig
+from seqchat.llm.prompt import PromptLayout, PromptSpec, layout_for
+from seqchat.llm.vocabulary import GgufVocabulary
+from seqchat.train.chain import (
+    SeqchatChain,
+    fresh_encoder,
+    load_training_llm,
+)
+from seqchat.train.examples import (
+    Example,
+    Stage,
+    TrainingError,
+    load_examples,
+    split_validation,
+)
 
 
 @dataclass
@@ -83,202 +78,6 @@ class TrainSettings:
     resume: bool = False
     threads: int | None = None
     device: str = "auto"
-
-
-# --- data --------------------------------------------------------------------------------
-
-
-def _json_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open() as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise TrainingError(f"{path}:{number}: not valid JSON ({error.msg})") from error
-            if not isinstance(row, dict):
-                raise TrainingError(f"{path}:{number}: expected a JSON object")
-            yield number, row
-
-
-def _fasta_tsv_rows(fasta: Path, table: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    from seqchat.sequences import read_records
-
-    descriptions: dict[str, str] = {}
-    with table.open() as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip() or line.startswith("#"):
-                continue
-            identifier, sep, text = line.rstrip("\n").partition("\t")
-            if not sep:
-                raise TrainingError(f"{table}:{number}: expected id<TAB>description")
-            descriptions[identifier] = text
-    for record in read_records([str(fasta)]):
-        if record.id not in descriptions:
-            raise TrainingError(f"{fasta}: record {record.id!r} has no description in {table}")
-        yield record.index + 1, {"sequence": record.sequence, "text": descriptions[record.id]}
-
-
-def load_examples(paths: Sequence[str], stage: Stage) -> list[Example]:
-    """Read training data, checking every row before training starts.
-
-    align: JSONL with `sequence` and `text`, or a FASTA file followed by an id<TAB>text TSV.
-    instruct: JSONL with `sequence`, `question` and `answer`."""
-    fields = ("sequence", "text") if stage == "align" else ("sequence", "question", "answer")
-    examples: list[Example] = []
-    items = list(paths)
-    while items:
-        path = Path(items.pop(0))
-        if not path.is_file():
-            raise TrainingError(f"{path}: no such file")
-        if path.suffix in (".fa", ".fasta", ".fna", ".gz") and stage == "align":
-            if not items:
-                raise TrainingError(f"{path}: a FASTA file needs a TSV of descriptions after it")
-            rows = _fasta_tsv_rows(path, Path(items.pop(0)))
-        else:
-            rows = _json_rows(path)
-        for number, row in rows:
-            missing = [name for name in fields if not str(row.get(name, "")).strip()]
-            if missing:
-                raise TrainingError(f"{path}:{number}: missing or empty {', '.join(missing)}")
-            try:
-                sequence = canonical_sequence(str(row["sequence"]))
-            except SequenceInputError as error:
-                raise TrainingError(f"{path}:{number}: {error}") from error
-            if stage == "align":
-                examples.append(Example(sequence, str(row["text"]).strip()))
-            else:
-                examples.append(
-                    Example(sequence, str(row["answer"]).strip(), str(row["question"]).strip())
-                )
-    if not examples:
-        raise TrainingError(f"{', '.join(paths)}: no training examples")
-    return examples
-
-
-def split_validation(
-    examples: list[Example], fraction: float, seed: int
-) -> tuple[list[Example], list[Example]]:
-    """A seeded random split. Data with near-duplicates (paralogs) should come with its own
-    validation file (`val_data`), split by chromosome or cluster, instead."""
-    if fraction <= 0:
-        return examples, []
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, int(len(examples) * fraction))
-    val = {i for i in order[:n_val]}
-    return [e for i, e in enumerate(examples) if i not in val], [examples[i] for i in sorted(val)]
-
-
-# --- the model chain -----------------------------------------------------------------------
-
-
-def load_training_llm(gguf_path: Path) -> torch.nn.Module:
-    """The LLM in transformers, dequantized from the bundle's own GGUF."""
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    model = AutoModelForCausalLM.from_pretrained(
-        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
-    )
-    model.requires_grad_(False)
-    model.eval()
-    return model
-
-
-class SeqchatChain(torch.nn.Module):
-    """Encoder -> projector -> LLM, computing the loss on answer tokens."""
-
-    def __init__(
-        self, encoder: NucleotideEncoder, projector: torch.nn.Module, llm: torch.nn.Module
-    ) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.projector = projector
-        self.llm = llm
-
-    def soft_tokens(self, sequences: Sequence[str]) -> list[torch.Tensor]:
-        return [self.projector(states) for states in self.encoder.states(sequences)]
-
-    def forward(
-        self, sequences: Sequence[str], layouts: Sequence[PromptLayout], targets: Sequence[list[int]]
-    ) -> torch.Tensor:
-        """Mean cross-entropy over the target tokens of the batch."""
-        embeddings, labels = self.inputs(sequences, layouts, targets)
-        logits = self._logits(embeddings)
-        return torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]),
-            labels[:, 1:].reshape(-1),
-            ignore_index=IGNORE_INDEX,
-        )
-
-    def _logits(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        embeddings, attention = batch
-        return self.llm(inputs_embeds=embeddings, attention_mask=attention).logits
-
-    def inputs(
-        self, sequences: Sequence[str], layouts: Sequence[PromptLayout], targets: Sequence[list[int]]
-    ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """Right-padded inputs_embeds laid out as at serving time, and the labels."""
-        embed = self.llm.get_input_embeddings()
-        device = embed.weight.device
-        rows, label_rows = [], []
-        for soft, layout, target in zip(self.soft_tokens(sequences), layouts, targets):
-            def ids(values: Sequence[int]) -> torch.Tensor:
-                return torch.tensor(list(values), dtype=torch.long, device=device)
-
-            rows.append(
-                torch.cat(
-                    [embed(ids(layout.prefix_ids)), soft.to(embed.weight.dtype),
-                     embed(ids(layout.suffix_ids)), embed(ids(target))]
-                )
-            )
-            n_context = len(layout.prefix_ids) + soft.shape[0] + len(layout.suffix_ids)
-            label_rows.append(
-                torch.cat([torch.full((n_context,), IGNORE_INDEX, device=device), ids(target)])
-            )
-        width = max(row.shape[0] for row in rows)
-        embeddings = torch.zeros(len(rows), width, rows[0].shape[1], device=device)
-        attention = torch.zeros(len(rows), width, dtype=torch.long, device=device)
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long, device=device)
-        for i, (row, label) in enumerate(zip(rows, label_rows)):
-            embeddings[i, : row.shape[0]] = row
-            attention[i, : row.shape[0]] = 1
-            labels[i, : label.shape[0]] = label
-        return (embeddings, attention), labels
-
-    @torch.no_grad()
-    def teacher_forced_tokens(
-        self, sequence: str, layout: PromptLayout, target: list[int]
-    ) -> list[int]:
-        """The argmax prediction for each target token (parity with the runtime)."""
-        batch, labels = self.inputs([sequence], [layout], [target])
-        logits = self._logits(batch)[0]
-        positions = (labels[0, 1:] != IGNORE_INDEX).nonzero().flatten()
-        return logits[positions].argmax(dim=-1).tolist()
-
-
-def fresh_encoder(config_path: Path, alphabet: str) -> NucleotideEncoder:
-    """A randomly initialised multimolecule encoder from a config file (JSON or YAML with
-    `model_type`, e.g. rnafm, and its sizes): for when no pretrained weights can be had."""
-    import multimolecule
-    from transformers import AutoConfig, AutoModel
-
-    settings = yaml.safe_load(config_path.read_text())
-    if not isinstance(settings, dict) or "model_type" not in settings:
-        raise TrainingError(f"{config_path}: an encoder config needs 'model_type' (e.g. rnafm)")
-    model_type = settings.pop("model_type")
-    config = AutoConfig.for_model(model_type, **settings)
-    model = AutoModel.from_config(config)
-    tokenizer = multimolecule.RnaTokenizer() if alphabet == "rna" else multimolecule.DnaTokenizer()
-    spec = EncoderSpec(source=str(config_path), kind="multimolecule", alphabet=alphabet)  # type: ignore[arg-type]
-    return NucleotideEncoder(model, tokenizer, spec)
-
-
-# --- training ----------------------------------------------------------------------------
 
 
 @dataclass
@@ -314,7 +113,7 @@ class Trainer:
         self.checkpoints = self.out / "checkpoints"
         if settings.threads:
             torch.set_num_threads(settings.threads)
-        from seqchat.encoders import resolve_device
+        from seqchat.encode.encoders import resolve_device
 
         self.device = resolve_device(settings.device)
         self.base = load_bundle(settings.model, require_weights=False)
@@ -605,7 +404,7 @@ class Trainer:
             llm["gguf"] = "llm.gguf"
         llm.pop("lora", None)
         if self.settings.lora_rank:
-            from seqchat.lora import export_lora_gguf
+            from seqchat.llm.lora_gguf import export_lora_gguf
 
             export_lora_gguf(self.chain.llm, base.llm_path, out / "lora.gguf")
             llm["lora"] = "lora.gguf"
@@ -654,18 +453,3 @@ class Trainer:
 
 def train(settings: TrainSettings, log: Callable[[str], None] = print) -> Path:
     return Trainer(settings, log).run()
-
-
-def chain_from_bundle(bundle: Bundle) -> tuple[SeqchatChain, GgufVocabulary]:
-    """The PyTorch twin of a served bundle (parity checks and the PyTorch benchmark)."""
-    if bundle.projector_weights is None:
-        raise TrainingError(f"{bundle.root}: no projector weights")
-    encoder = NucleotideEncoder.load(bundle.encoder, "cpu")
-    projector = load_projector(bundle.projector, bundle.projector_weights)
-    llm = load_training_llm(bundle.llm_path)
-    if bundle.lora_path is not None:
-        from seqchat.lora import merge_lora_gguf
-
-        # merged into the weights: W + (alpha / r) B A, what llama.cpp computes at scale 1
-        merge_lora_gguf(llm, bundle.lora_path, bundle.llm_path)
-    return SeqchatChain(encoder, projector, llm).eval(), GgufVocabulary.load(bundle.llm_path)

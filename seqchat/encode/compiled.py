@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from seqchat.encode.specs import Alphabet, ProjectorConfig, pooling_stride
+from seqchat.encode.windows import states_by_window
 from seqchat.errors import SeqchatError
-from seqchat.specs import Alphabet, ProjectorConfig, pooling_stride
-from seqchat.windows import states_by_window
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -60,7 +60,7 @@ class CompiledEncoderInfo:
 
 def mean_pool(states: np.ndarray, stride: int) -> np.ndarray:
     """Mean over consecutive groups of `stride` rows; the last group may be shorter (the
-    numpy twin of `seqchat.projector.mean_pool`)."""
+    numpy twin of `seqchat.encode.projector.mean_pool`)."""
     n_positions, width = states.shape
     n_groups = -(-n_positions // stride)
     padded = np.zeros((n_groups * stride, width), dtype=np.float32)

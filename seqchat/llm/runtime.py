@@ -14,8 +14,6 @@ from __future__ import annotations
 import ctypes
 import heapq
 import math
-import queue
-import threading
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,13 +22,9 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
-from seqchat.errors import SeqchatError
+from seqchat.llm.vocabulary import GgufVocabulary, LlmRuntimeError, silence_llama_logs
 
 _PREFIX_SEQ = 0
-
-
-class LlmRuntimeError(SeqchatError):
-    """llama.cpp refused to load or decode."""
 
 
 @dataclass(frozen=True)
@@ -75,89 +69,9 @@ class _Slot:
     logprobs: list[float]
 
 
-def silence_llama_logs() -> None:
-    @llama_cpp.llama_log_callback
-    def _discard(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-        return None
-
-    llama_cpp.llama_log_set(_discard, ctypes.c_void_p(0))
-    silence_llama_logs.keepalive = _discard  # type: ignore[attr-defined]
-
-
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max()
     return shifted - math.log(float(np.exp(shifted).sum()))
-
-
-class GgufVocabulary:
-    """The tokenizer and chat template of a GGUF model.
-
-    Training reads the GGUF through this too (loaded vocabulary-only), so training and
-    serving tokenize with the very same code."""
-
-    def __init__(self, model: ctypes.c_void_p, owns_model: bool = False) -> None:
-        self._model = model
-        self._vocab = llama_cpp.llama_model_get_vocab(model)
-        self._owns_model = owns_model
-        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
-
-    @classmethod
-    def load(cls, model_path: str | Path) -> GgufVocabulary:
-        silence_llama_logs()
-        params = llama_cpp.llama_model_default_params()
-        params.vocab_only = True
-        model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), params)
-        if not model:
-            raise LlmRuntimeError(f"{model_path}: llama.cpp could not read this GGUF file")
-        return cls(model, owns_model=True)
-
-    def close(self) -> None:
-        if self._owns_model and self._model:
-            llama_cpp.llama_model_free(self._model)
-        self._model = None
-
-    @property
-    def chat_template(self) -> str | None:
-        template = llama_cpp.llama_model_chat_template(self._model, None)
-        return template.decode() if template else None
-
-    @property
-    def add_bos(self) -> bool:
-        return bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
-
-    @property
-    def eos_id(self) -> int:
-        return int(llama_cpp.llama_vocab_eos(self._vocab))
-
-    def metadata(self, key: str) -> str | None:
-        buffer = ctypes.create_string_buffer(4096)
-        n = llama_cpp.llama_model_meta_val_str(self._model, key.encode(), buffer, len(buffer))
-        return buffer.value.decode() if n >= 0 else None
-
-    def tokenize(self, text: str, add_bos: bool) -> list[int]:
-        """Token ids of `text`, parsing special tokens such as <|im_start|>."""
-        data = text.encode()
-        capacity = len(data) + 8
-        tokens = (llama_cpp.llama_token * capacity)()
-        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), tokens, capacity, add_bos, True)
-        if n < 0:
-            capacity = -n
-            tokens = (llama_cpp.llama_token * capacity)()
-            n = llama_cpp.llama_tokenize(
-                self._vocab, data, len(data), tokens, capacity, add_bos, True
-            )
-        return list(tokens[:n])
-
-    def detokenize(self, token_ids: Sequence[int]) -> str:
-        buffer = ctypes.create_string_buffer(256)
-        pieces = bytearray()
-        for token in token_ids:
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
-            pieces += buffer.raw[: max(n, 0)]
-        return pieces.decode("utf-8", errors="replace")
-
-    def is_end_of_generation(self, token: int) -> bool:
-        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
 
 
 class GgufRuntime:
@@ -455,90 +369,3 @@ class GgufRuntime:
             n_past += 1
         llama_cpp.llama_memory_clear(self._memory, True)
         return np.stack(rows)
-
-
-class RuntimePool:
-    """Several runtimes (llama.cpp contexts) over one GGUF, each decoding in its own Python
-    thread (llama.cpp releases the GIL), all fed from one stream of prompts.
-
-    On a CPU, ggml splits a step of a few tokens across threads poorly: on 2 cores, two
-    contexts of one thread each generated 233 tok/s where one context of two threads
-    generated 171. A sequence's arithmetic is the same in any context, so the output does
-    not depend on how many there are."""
-
-    def __init__(self, runtimes: Sequence[GgufRuntime]) -> None:
-        if not runtimes:
-            raise ValueError("a RuntimePool needs at least one runtime")
-        self.runtimes = list(runtimes)
-        self.vocabulary = self.runtimes[0].vocabulary
-
-    def close(self) -> None:
-        for runtime in self.runtimes:
-            runtime.close()
-
-    def generate(
-        self,
-        prefix_ids: Sequence[int],
-        prompts: Iterable[SoftPrompt],
-        settings: DecodingSettings = DecodingSettings(),
-    ) -> Iterator[Generation]:
-        """GgufRuntime.generate over every runtime at once; yields in order of completion."""
-        if len(self.runtimes) == 1:
-            yield from self.runtimes[0].generate(prefix_ids, prompts, settings)
-            return
-        source = _SharedPrompts(prompts)
-        results: queue.SimpleQueue[Generation | BaseException | None] = queue.SimpleQueue()
-        stop = threading.Event()
-
-        def work(runtime: GgufRuntime) -> None:
-            try:
-                for generation in runtime.generate(prefix_ids, source, settings):
-                    results.put(generation)
-                    if stop.is_set():
-                        break
-            # Any failure, the prompt source's included, is raised in the consuming thread.
-            except BaseException as error:  # noqa: BLE001
-                results.put(error)
-            finally:
-                results.put(None)
-
-        workers = [threading.Thread(target=work, args=(r,), daemon=True) for r in self.runtimes]
-        for worker in workers:
-            worker.start()
-        try:
-            running = len(workers)
-            while running:
-                item = results.get()
-                if item is None:
-                    running -= 1
-                elif isinstance(item, BaseException):
-                    raise item
-                else:
-                    yield item
-        finally:
-            stop.set()
-            source.close()
-            for worker in workers:
-                worker.join()
-
-
-class _SharedPrompts:
-    """One prompt iterator that several threads pull from, one at a time."""
-
-    def __init__(self, prompts: Iterable[SoftPrompt]) -> None:
-        self._prompts = iter(prompts)
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def __iter__(self) -> _SharedPrompts:
-        return self
-
-    def __next__(self) -> SoftPrompt:
-        with self._lock:
-            if self._closed:
-                raise StopIteration
-            return next(self._prompts)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True

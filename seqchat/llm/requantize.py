@@ -19,7 +19,7 @@ from pathlib import Path
 import llama_cpp
 
 from seqchat.errors import SeqchatError
-from seqchat.runtime import silence_llama_logs
+from seqchat.llm.vocabulary import silence_llama_logs
 
 REQUANTIZE_TYPES = {"q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0}
 

@@ -1,5 +1,5 @@
-"""Compile a bundle's encoder and projector to ONNX (`seqchat models compile`), so that
-annotation starts without torch (see `seqchat.compiled`).
+"""Export an encoder and projector to ONNX (`seqchat models compile`), so that annotation
+starts without torch (see `seqchat.encode.compiled`).
 
 The export is checked before it is kept: the token table must reproduce the encoder's own
 tokenizer, and onnxruntime's states and soft tokens must match PyTorch's.
@@ -18,19 +18,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from seqchat.bundle import CONFIG_NAME, Bundle
-from seqchat.compiled import (
+from seqchat.encode.compiled import (
     METADATA_KEY,
     CompiledEncoderInfo,
     CompiledModelError,
     CompiledSoftTokenizer,
 )
-from seqchat.encoders import NucleotideEncoder
-from seqchat.projector import Projector, load_projector
-from seqchat.sequences import NUCLEOTIDE_LETTERS
-from seqchat.windows import to_alphabet
+from seqchat.encode.encoders import NucleotideEncoder
+from seqchat.encode.projector import Projector, load_projector
+from seqchat.encode.specs import EncoderSpec, ProjectorConfig
+from seqchat.encode.windows import to_alphabet
+from seqchat.io.sequences import NUCLEOTIDE_LETTERS
 
 COMPILED_DIR = "compiled"
 ENCODER_FILE = f"{COMPILED_DIR}/encoder.onnx"
@@ -167,44 +166,35 @@ def _check(
             )
 
 
-def compile_bundle(bundle: Bundle) -> tuple[Path, Path]:
-    """Export the bundle's encoder and projector next to its weights and name them in its
-    `seqchat.yaml`. Returns the two graph files."""
-    if bundle.projector_weights is None:
-        raise CompiledModelError(f"{bundle.root}: the projector has no trained weights")
+def export_soft_tokenizer(
+    encoder_spec: EncoderSpec,
+    projector_config: ProjectorConfig,
+    projector_weights: Path,
+    sources: dict[str, str],
+    directory: Path,
+) -> tuple[Path, Path]:
+    """Export an encoder and its projector as ONNX graphs into `directory/compiled`, checked
+    against PyTorch before they replace anything. `sources` (file -> sha256) is written into
+    the encoder graph, so a later change of those files is noticed. Returns the two graphs."""
     torch.set_num_threads(1)
-    encoder = NucleotideEncoder.load(bundle.encoder, "cpu")
-    projector = load_projector(bundle.projector, bundle.projector_weights)
+    encoder = NucleotideEncoder.load(encoder_spec, "cpu")
+    projector = load_projector(projector_config, projector_weights)
     letter_ids, prefix, suffix = token_table(encoder)
-    sources = {
-        name: digest for name, digest in bundle.sha256s().items()
-        if name == "projector" or name.startswith("encoder/")
-    }
     info = CompiledEncoderInfo(
         alphabet=encoder.spec.alphabet, window=encoder.window, batch_size=encoder.spec.batch_size,
         letter_ids=letter_ids, prefix_ids=tuple(prefix), suffix_ids=tuple(suffix), sources=sources,
     )
-    (bundle.root / COMPILED_DIR).mkdir(exist_ok=True)
-    encoder_path, projector_path = bundle.root / ENCODER_FILE, bundle.root / PROJECTOR_FILE
+    (directory / COMPILED_DIR).mkdir(exist_ok=True)
+    encoder_path, projector_path = directory / ENCODER_FILE, directory / PROJECTOR_FILE
     staged = [path.with_name(f".{path.name}.partial") for path in (encoder_path, projector_path)]
     try:
         _export_encoder(encoder, info, staged[0])
         _export_projector(projector, staged[1])
-        _check(CompiledSoftTokenizer(staged[0], staged[1], bundle.projector), encoder, projector)
+        _check(CompiledSoftTokenizer(staged[0], staged[1], projector_config), encoder, projector)
     except BaseException:
         for path in staged:
             path.unlink(missing_ok=True)
         raise
     os.replace(staged[0], encoder_path)
     os.replace(staged[1], projector_path)
-    _name_in_config(bundle.root)
     return encoder_path, projector_path
-
-
-def _name_in_config(root: Path) -> None:
-    config_path = root / CONFIG_NAME
-    config = yaml.safe_load(config_path.read_text())
-    config["compiled"] = {"encoder": ENCODER_FILE, "projector": PROJECTOR_FILE}
-    staging = root / f".{CONFIG_NAME}.partial"
-    staging.write_text(yaml.safe_dump(config, sort_keys=False))
-    os.replace(staging, config_path)

@@ -1,5 +1,5 @@
 """Sequences -> soft tokens with the PyTorch encoder and projector (training's own
-modules). `seqchat.compiled` does the same from ONNX graphs without importing torch."""
+modules). `seqchat.encode.compiled` does the same from ONNX graphs without importing torch."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from seqchat.encoders import NucleotideEncoder
-from seqchat.projector import Projector
+from seqchat.encode.encoders import NucleotideEncoder
+from seqchat.encode.projector import Projector
 
 
 class SoftTokenizer:

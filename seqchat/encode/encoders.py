@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
+from seqchat.encode.specs import ENCODER_KINDS, EncoderSpec
+from seqchat.encode.windows import states_by_window
 from seqchat.errors import SeqchatError
 from seqchat.home import keep_matplotlib_cache_home
-from seqchat.specs import ENCODER_KINDS, EncoderSpec
-from seqchat.windows import states_by_window
 
 _SPECIAL_POSITIONS_RESERVE = 4
 

@@ -17,8 +17,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from seqchat.encode.specs import ProjectorConfig, pooling_stride
 from seqchat.errors import SeqchatError
-from seqchat.specs import ProjectorConfig, pooling_stride
 
 
 class ProjectorError(SeqchatError):

@@ -13,9 +13,9 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from seqchat.annotate import Annotation
-from seqchat.prompt import PromptSpec, layout_for
-from seqchat.runtime import DecodingSettings, GgufRuntime, SoftPrompt
-from seqchat.sequences import SequenceRecord
+from seqchat.io.sequences import SequenceRecord
+from seqchat.llm.prompt import PromptSpec, layout_for
+from seqchat.llm.runtime import DecodingSettings, GgufRuntime, SoftPrompt
 
 DEFAULT_TEXT_QUESTION = "What is the function of this DNA or RNA sequence? Answer in one sentence."
 

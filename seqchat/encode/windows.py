@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from seqchat.specs import Alphabet
+from seqchat.encode.specs import Alphabet
 
 States = TypeVar("States")
 

@@ -86,7 +86,7 @@ def build_layout(
 
 
 class Vocabulary(Protocol):
-    """What the layout needs of an LLM's vocabulary (seqchat.runtime.GgufVocabulary)."""
+    """What the layout needs of an LLM's vocabulary (seqchat.llm.runtime.GgufVocabulary)."""
 
     @property
     def chat_template(self) -> str | None: ...

@@ -1,0 +1,55 @@
+"""`seqchat models`: list, inspect and compile bundles."""
+
+from __future__ import annotations
+
+import click
+
+from seqchat.home import seqchat_home
+
+
+@click.group(invoke_without_command=True)
+@click.pass_context
+def models(ctx: click.Context) -> None:
+    """List the bundles seqchat can find ($SEQCHAT_HOME/bundles and shipped ones)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from seqchat.bundle import list_bundles
+
+    found = list_bundles()
+    if not found:
+        click.echo(f"no bundles found (user bundles go in {seqchat_home() / 'bundles'})")
+    for name, directory, where in found:
+        click.echo(f"{name}\t{where}\t{directory}")
+
+
+@models.command("info")
+@click.argument("name")
+@click.option("--allow-external-paths", is_flag=True)
+def models_info(name: str, allow_external_paths: bool) -> None:
+    """Print a bundle's config and the sha256 of each of its files."""
+    import yaml
+
+    from seqchat.bundle import load_bundle
+
+    bundle = load_bundle(name, allow_external_paths=allow_external_paths)
+    click.echo(f"# {bundle.name}: {bundle.root}")
+    click.echo(yaml.safe_dump(bundle.config, sort_keys=False).rstrip())
+    click.echo("# sha256")
+    for file_name, digest in bundle.sha256s().items():
+        click.echo(f"{digest}  {file_name}")
+
+
+@models.command("compile")
+@click.argument("name")
+@click.option("--allow-external-paths", is_flag=True)
+@click.option("--trust-remote-code", is_flag=True, help="Allow the encoder's own Python code from its repository.")
+def models_compile(name: str, allow_external_paths: bool, trust_remote_code: bool) -> None:
+    """Compile a bundle's encoder and projector to ONNX, in the bundle: annotate then starts
+    without PyTorch on a CPU."""
+    from seqchat.bundle import compile_bundle, load_bundle
+
+    bundle = load_bundle(
+        name, allow_external_paths=allow_external_paths, trust_remote_code=trust_remote_code
+    )
+    for path in compile_bundle(bundle):
+        click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

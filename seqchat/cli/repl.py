@@ -1,0 +1,62 @@
+"""`seqchat repl`: an interactive chat about sequences."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option("-m", "--model", default="default", show_default=True, help="Bundle name or path.")
+@click.option("--max-new-tokens", type=click.IntRange(1), default=None, help="Longest answer, in tokens [bundle].")
+@click.option("--temperature", type=click.FloatRange(0), default=None, help="0 is greedy [bundle].")
+@click.option("--top-p", type=click.FloatRange(0, 1), default=None, help="Nucleus sampling [bundle].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for sampling.")
+@click.option("--context", type=click.IntRange(64), default=2048, show_default=True, help="Tokens one conversation may hold.")
+@click.option("--threads", "-t", type=click.IntRange(1), default=None, help="CPU threads [all cores].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--history", type=click.Path(dir_okay=False), default=None, help="Line history file [$SEQCHAT_HOME/repl_history].")
+@click.option("--no-history", is_flag=True, help="Keep no line history file.")
+@click.option("--allow-external-paths", is_flag=True, help="Let the bundle name files outside itself.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow the encoder's own Python code from its repository.")
+@click.pass_context
+def repl(
+    ctx: click.Context,
+    inputs: tuple[str, ...],
+    model: str,
+    max_new_tokens: int | None,
+    temperature: float | None,
+    top_p: float | None,
+    seed: int,
+    context: int,
+    threads: int | None,
+    device: str,
+    history: str | None,
+    no_history: bool,
+    allow_external_paths: bool,
+    trust_remote_code: bool,
+) -> None:
+    """Chat about sequences: paste a sequence or FASTA record (or load INPUTS), then ask.
+
+    Commands inside: :help, :seqs, :use ID, :load FILE, :reset, :save FILE, :quit.
+    Reads plain lines when standard input is not a terminal, so it can be scripted."""
+    import os
+
+    from seqchat.repl import default_history_path, run_repl
+
+    history_path = None if no_history else Path(history) if history else default_history_path()
+    code = run_repl(
+        model,
+        inputs,
+        threads=threads or os.cpu_count() or 1,
+        device=device,
+        context=context,
+        decoding_overrides={"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed},
+        history=history_path,
+        allow_external_paths=allow_external_paths,
+        trust_remote_code=trust_remote_code,
+    )
+    if code:
+        ctx.exit(code)

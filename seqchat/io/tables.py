@@ -1,0 +1,160 @@
+"""Read seqchat's result tables back (TSV, JSON Lines, JSON; detected by content), and the
+TSV escaping both sides share."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from seqchat.errors import SeqchatError
+
+__all__ = [
+    "OutputError",
+    "OutputFormatError",
+    "Table",
+    "escape_tsv",
+    "iter_table_rows",
+    "open_table_file",
+    "parse_table",
+    "read_table",
+    "unescape_tsv",
+]
+
+
+class OutputError(SeqchatError):
+    """Base class of all output errors; messages are one line."""
+
+
+class OutputFormatError(OutputError):
+    """A results file could not be read back."""
+
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+_ESCAPE_SEQUENCE = re.compile(r"\\([\\tnr])")
+
+
+def escape_tsv(value: str) -> str:
+    """Escape backslash, tab, newline and CR so a value cannot break a TSV row."""
+    return value.translate(_ESCAPES)
+
+
+def unescape_tsv(text: str) -> str:
+    """Invert :func:`escape_tsv`."""
+    return _ESCAPE_SEQUENCE.sub(lambda match: _UNESCAPES[match.group(1)], text)
+
+
+@dataclass
+class Table:
+    """A results file being read: its format, provenance and rows (streamed)."""
+
+    fmt: str
+    provenance: dict[str, str]
+    rows: Iterator[dict[str, Any]]
+    columns: tuple[str, ...] | None = None
+    """The TSV header row; JSON rows carry their own keys."""
+
+
+def read_table(path: str | os.PathLike[str]) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """Read a results file in any of the formats (detected by content): ``(provenance, rows)``.
+
+    TSV values come back as strings (``""`` for None); JSON formats keep their JSON types.
+    """
+    with open_table_file(path) as handle:
+        table = parse_table(handle, os.fspath(path))
+        return table.provenance, list(table.rows)
+
+
+def iter_table_rows(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Stream the rows of a results file (a JSON document is loaded whole)."""
+    with open_table_file(path) as handle:
+        yield from parse_table(handle, os.fspath(path)).rows
+
+
+def open_table_file(path: str | os.PathLike[str]) -> TextIO:
+    try:
+        return open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise OutputError(f"{os.fspath(path)}: no such file") from None
+
+
+def parse_table(handle: TextIO, name: str) -> Table:
+    first = handle.readline()
+    if not first:
+        raise OutputFormatError(f"{name}: empty file, not a seqchat results table")
+    if not first.startswith("{"):
+        return _parse_tsv(first, handle, name)
+    provenance = _json_lines_provenance(first)
+    if provenance is not None:
+        return Table("jsonl", provenance, _json_lines_rows(handle, name))
+    return _parse_json_document(first + handle.read(), name)
+
+
+def _parse_tsv(first: str, handle: TextIO, name: str) -> Table:
+    provenance: dict[str, str] = {}
+    line, number = first, 1
+    while line.startswith("#"):
+        key, _, value = line[1:].rstrip("\n").removeprefix(" ").partition(": ")
+        provenance[unescape_tsv(key)] = unescape_tsv(value)
+        line, number = handle.readline(), number + 1
+    if not line:
+        raise OutputFormatError(f"{name}: no header row")
+    columns = tuple(map(unescape_tsv, line.rstrip("\n").split("\t")))
+    return Table("tsv", provenance, _tsv_rows(handle, columns, name, number + 1), columns)
+
+
+def _tsv_rows(
+    lines: Iterable[str], columns: tuple[str, ...], name: str, first_number: int
+) -> Iterator[dict[str, Any]]:
+    for number, line in enumerate(lines, start=first_number):
+        values = line.rstrip("\n").split("\t")
+        if len(values) != len(columns):
+            raise OutputFormatError(
+                f"{name}: line {number} has {len(values)} fields, expected {len(columns)}"
+            )
+        yield dict(zip(columns, map(unescape_tsv, values)))
+
+
+def _json_lines_provenance(first: str) -> dict[str, str] | None:
+    """The provenance if ``first`` is a JSON Lines header line, else None (a JSON document)."""
+    try:
+        header = json.loads(first)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(header, dict) and list(header) == ["provenance"]:
+        return header["provenance"]
+    return None
+
+
+def _json_lines_rows(lines: Iterable[str], name: str) -> Iterator[dict[str, Any]]:
+    for number, line in enumerate(lines, start=2):
+        if line.strip():
+            row = _load_json(line, name, number)
+            if not isinstance(row, dict):
+                raise OutputFormatError(f"{name}: line {number} is not a JSON object")
+            yield row
+
+
+def _parse_json_document(text: str, name: str) -> Table:
+    document = _load_json(text, name, 1)
+    if not (
+        isinstance(document, dict)
+        and isinstance(document.get("provenance"), dict)
+        and isinstance(document.get("results"), list)
+    ):
+        raise OutputFormatError(
+            f"{name}: not a seqchat results document (needs provenance and results)"
+        )
+    return Table("json", document["provenance"], iter(document["results"]))
+
+
+def _load_json(text: str, name: str, first_line: int) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        line = first_line + error.lineno - 1
+        raise OutputFormatError(f"{name}: invalid JSON at line {line} ({error.msg})") from None
