@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -25,12 +24,19 @@ from typing import Protocol
 import llama_cpp
 import numpy as np
 
-from seqchat.bundle import CONFIG_NAME, Bundle, BundleError, resolve_bundle, sha256_file
+from seqchat.bundle import CONFIG_NAME, Bundle, BundleError, resolve_bundle
+from seqchat.home import seqchat_home
+from seqchat.homology.evidence import EVIDENCE_COLUMNS, Evidence, evidence_cells
+from seqchat.homology.packed import reference_directory
+from seqchat.homology.search import Hit
 from seqchat.io.cache import CachedAnswer, ResultCache
+from seqchat.io.digest import sha256_file
 from seqchat.io.sequences import SequenceRecord
+from seqchat.io.writers import ANNOTATION_COLUMNS
 from seqchat.llm.pool import RuntimePool
 from seqchat.llm.prompt import layout_for
 from seqchat.llm.runtime import DecodingSettings, Generation, GgufRuntime, SoftPrompt
+from seqchat.system import available_cpus
 
 
 @dataclass(frozen=True)
@@ -40,15 +46,24 @@ class Annotation:
     description: str
     n_tokens: int
     mean_logprob: float
+    hits: tuple[Hit, ...] | None = None
+    """The record's reference hits, best first; None when the run searches no reference."""
 
     def as_row(self) -> dict[str, object]:
-        return {
+        row: dict[str, object] = {
             "id": self.id,
             "length": self.length,
             "description": self.description,
             "n_tokens": self.n_tokens,
             "mean_logprob": round(self.mean_logprob, 4),
         }
+        if self.hits is not None:
+            row.update(evidence_cells(self.hits))
+        return row
+
+
+Searched = tuple[SequenceRecord, "tuple[Hit, ...] | None"]
+"""A record and its reference hits (None when the run searches no reference)."""
 
 
 class SoftTokens(Protocol):
@@ -125,6 +140,14 @@ def _load_compiled(bundle: Bundle) -> SoftTokens:
     return soft_tokenizer
 
 
+def bundle_references(bundle: Bundle, threads: int) -> list[Path]:
+    """The bundle's reference set as a directory to search (none if it has no reference)."""
+    if bundle.reference is None:
+        return []
+    cache = seqchat_home() / "cache" / "reference"
+    return [reference_directory(bundle.reference, cache, name=bundle.name, threads=threads)]
+
+
 def load_runtime(
     bundle: Bundle, *, on_gpu: bool, threads: int | None, parallel: int, n_ctx_per_slot: int
 ) -> GgufRuntime:
@@ -176,9 +199,11 @@ class Annotator:
         *,
         question: str | None = None,
         decoding: DecodingSettings | None = None,
+        evidence: Evidence | None = None,
         chunk_size: int = 64,
     ) -> None:
         self.bundle = bundle
+        self.evidence = evidence
         self.soft_tokenizer = soft_tokenizer
         self.runtime = runtime
         self.question = bundle.prompt.question if question is None else question
@@ -199,11 +224,19 @@ class Annotator:
         decoding: DecodingSettings | None = None,
         allow_external_paths: bool = False,
         trust_remote_code: bool = False,
+        references: Iterable[str | Path] = (),
+        bundle_reference: bool = True,
     ) -> Annotator:
+        """`references`: reference set directories searched beside the bundle's own
+        (`bundle_reference=False`: instead of it)."""
         bundle = resolve_bundle(
             bundle, allow_external_paths=allow_external_paths, trust_remote_code=trust_remote_code
         )
-        threads = threads or os.cpu_count() or 1
+        threads = threads or available_cpus()
+        evidence = Evidence.load(
+            [*(bundle_references(bundle, threads) if bundle_reference else []), *references],
+            threads=1,
+        )
         soft_tokenizer = load_soft_tokenizer(bundle, device)
         on_gpu = soft_tokenizer.device_type == "cuda"
         pool = load_runtime_pool(
@@ -213,7 +246,9 @@ class Annotator:
         # The encoder runs beside busy llama.cpp contexts: more threads would only spin
         # against them.
         soft_tokenizer.use_threads(threads if len(pool.runtimes) == 1 else 1)
-        return cls(bundle, soft_tokenizer, pool, question=question, decoding=decoding)
+        return cls(
+            bundle, soft_tokenizer, pool, question=question, decoding=decoding, evidence=evidence
+        )
 
     def close(self) -> None:
         self.runtime.close()
@@ -224,11 +259,21 @@ class Annotator:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _soft_prompts(self, records: Iterable[SequenceRecord]) -> Iterator[SoftPrompt]:
-        iterator = iter(records)
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The output columns: the evidence columns too when a reference is searched."""
+        return ANNOTATION_COLUMNS + (EVIDENCE_COLUMNS if self.evidence is not None else ())
+
+    def _searched(self, records: Iterable[SequenceRecord]) -> Iterator[Searched]:
+        if self.evidence is None:
+            return ((record, None) for record in records)
+        return self.evidence.searched(records)
+
+    def _soft_prompts(self, searched: Iterable[Searched]) -> Iterator[SoftPrompt]:
+        iterator = iter(searched)
         while chunk := list(itertools.islice(iterator, self.chunk_size)):
-            matrices = self.soft_tokenizer([record.sequence for record in chunk])
-            for record, matrix in zip(chunk, matrices):
+            matrices = self.soft_tokenizer([record.sequence for record, _hits in chunk])
+            for (record, _hits), matrix in zip(chunk, matrices):
                 yield SoftPrompt(record.id, matrix, self.layout.suffix_ids)
 
     def annotate(
@@ -241,20 +286,20 @@ class Annotator:
         input goes in blocks of `cache_block` records: answers found in the cache, or given
         earlier in the block to the same sequence, are not generated again."""
         if cache is None:
-            yield from self._generate(records)
+            yield from self._generate(self._searched(records))
             return
-        iterator = iter(records)
+        iterator = self._searched(records)
         while block := list(itertools.islice(iterator, self.cache_block)):
-            items = [self._cache_item(record) for record in block]
+            items = [self._cache_item(record) for record, _hits in block]
             known: dict[str, CachedAnswer | None] = {}
-            to_generate: list[SequenceRecord] = []
-            for record, item in zip(block, items):
+            to_generate: list[Searched] = []
+            for (record, hits), item in zip(block, items):
                 if item not in known:
                     known[item] = cache.get(item)
                     if known[item] is None:
-                        to_generate.append(record)
+                        to_generate.append((record, hits))
             fresh = self._generate(to_generate)
-            for record, item in zip(block, items):
+            for (record, hits), item in zip(block, items):
                 answer = known[item]
                 if answer is None:
                     generated = next(fresh)
@@ -265,7 +310,7 @@ class Annotator:
                     cache.put(item, answer)
                 yield Annotation(
                     record.id, record.length, answer.description, answer.n_tokens,
-                    answer.mean_logprob,
+                    answer.mean_logprob, hits,
                 )
 
     def _cache_item(self, record: SequenceRecord) -> str:
@@ -285,23 +330,23 @@ class Annotator:
         context["device"] = self.soft_tokenizer.device_type
         return context
 
-    def _generate(self, records: Iterable[SequenceRecord]) -> Iterator[Annotation]:
-        waiting: deque[SequenceRecord] = deque()
+    def _generate(self, searched: Iterable[Searched]) -> Iterator[Annotation]:
+        waiting: deque[Searched] = deque()
 
-        def remember(stream: Iterable[SequenceRecord]) -> Iterator[SequenceRecord]:
-            for record in stream:
-                waiting.append(record)
-                yield record
+        def remember(stream: Iterable[Searched]) -> Iterator[Searched]:
+            for item in stream:
+                waiting.append(item)
+                yield item
 
         finished: dict[str, Generation] = {}
         generations = self.runtime.generate(
-            self.layout.prefix_ids, self._soft_prompts(remember(records)), self.decoding
+            self.layout.prefix_ids, self._soft_prompts(remember(searched)), self.decoding
         )
         for generation in generations:
             finished[generation.key] = generation
-            while waiting and waiting[0].id in finished:
-                record = waiting.popleft()
-                yield _annotation(record, finished.pop(record.id))
+            while waiting and waiting[0][0].id in finished:
+                record, hits = waiting.popleft()
+                yield _annotation(record, hits, finished.pop(record.id))
 
     @cached_property
     def weight_digests(self) -> dict[str, str]:
@@ -325,16 +370,21 @@ class Annotator:
         }
         for name, digest in self.weight_digests.items():
             items[f"sha256 {name}"] = digest
+        if self.evidence is not None:
+            items.update(self.evidence.provenance())
         return items
 
 
-def _annotation(record: SequenceRecord, generation: Generation) -> Annotation:
+def _annotation(
+    record: SequenceRecord, hits: tuple[Hit, ...] | None, generation: Generation
+) -> Annotation:
     return Annotation(
         id=record.id,
         length=record.length,
         description=generation.text,
         n_tokens=len(generation.token_ids),
         mean_logprob=generation.mean_logprob,
+        hits=hits,
     )
 
 

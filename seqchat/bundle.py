@@ -10,7 +10,6 @@ bundles shipped with the package.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import importlib.util
 import os
@@ -23,6 +22,7 @@ import yaml
 from seqchat.encode.specs import ENCODER_KINDS, EncoderSpec, ProjectorConfig
 from seqchat.errors import SeqchatError
 from seqchat.home import seqchat_home
+from seqchat.io.digest import sha256_file
 from seqchat.llm.prompt import PromptSpec
 from seqchat.llm.requantize import REQUANTIZE_TYPES, requantized_gguf
 from seqchat.llm.runtime import DecodingSettings
@@ -63,8 +63,9 @@ class Bundle:
     compiled_encoder: Path | None = field(default=None)
     compiled_projector: Path | None = field(default=None)
     llm_source: Path | None = field(default=None)  # the GGUF llm_path was requantized from
-    reference_dir: Path | None = field(default=None)
-    """The annotated reference set the bundle searches (`seqchat reference build`)."""
+    reference: Path | None = field(default=None)
+    """The annotated reference set the bundle searches: a directory (`seqchat reference
+    build`), or a packed JSONL of annotated sequences indexed at first use."""
 
     def weight_files(self) -> dict[str, Path]:
         """Every file whose bytes decide the output, by a name relative to the bundle."""
@@ -84,14 +85,6 @@ class Bundle:
 
     def sha256s(self) -> dict[str, str]:
         return {name: sha256_file(path) for name, path in self.weight_files().items()}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def list_bundles() -> list[tuple[str, Path, str]]:
@@ -273,7 +266,7 @@ def load_bundle(
         ),
         llm_path=_requantized(llm_source, requantize, config_path),
         llm_source=llm_source if requantize else None,
-        reference_dir=(
+        reference=(
             _inside(root, str(reference), "reference", allow_external_paths) if reference else None
         ),
         lora_path=_inside(root, str(lora), "llm.lora", allow_external_paths) if lora else None,

@@ -10,12 +10,13 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "seqchat"
 
 BASE = "base"
-"""errors, home and the package's own __init__ (the version): used by every stage."""
+"""errors, home, system and the package's own __init__ (the version): used by every stage."""
 
 LAYER_OF_TOP_MODULE = {
     "__init__": BASE,
     "errors": BASE,
     "home": BASE,
+    "system": BASE,
     "bundle": "pipeline",
     "annotate": "pipeline",
     "chat": "pipeline",

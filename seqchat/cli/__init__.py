@@ -11,9 +11,11 @@ from seqchat.cli.evaluate import baseline, eval_command
 from seqchat.cli.finetune import finetune
 from seqchat.cli.group import cli
 from seqchat.cli.models import models
+from seqchat.cli.reference import reference
 from seqchat.cli.repl import repl
+from seqchat.cli.search import search
 
-for _command in (annotate, models, finetune, eval_command, baseline, repl):
+for _command in (annotate, search, reference, models, finetune, eval_command, baseline, repl):
     cli.add_command(_command)
 
 __all__ = ["cli", "main"]

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from seqchat.cli.group import FORMATS
+from seqchat.system import available_cpus
 
 
 def parse_shard(value: str | None) -> tuple[int, int] | None:
@@ -93,6 +94,10 @@ def _pending(records: Iterable[Any], shard: tuple[int, int] | None, done: frozen
 @click.option("--parallel", type=click.IntRange(1, 256), default=8, show_default=True, help="Sequences decoded at once.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--shard", default=None, metavar="I/N", help="Only every N-th record, starting at I (0-based).")
+@click.option("-r", "--reference", "references", multiple=True, type=click.Path(file_okay=False),
+              help="A reference set (seqchat reference build) searched beside the bundle's own; repeatable.")
+@click.option("--no-bundle-reference", is_flag=True,
+              help="Search only the --reference sets, not the bundle's own (e.g. to evaluate on sequences it holds).")
 @click.option("--cache", "cache_dir", default=None, metavar="DIR", help="Reuse answers for sequences seen before; keep new ones.")
 @click.option("--allow-external-paths", is_flag=True, help="Let the bundle name files outside itself.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the encoder's own Python code from its repository.")
@@ -113,6 +118,8 @@ def annotate(
     parallel: int,
     device: str,
     shard: str | None,
+    references: tuple[str, ...],
+    no_bundle_reference: bool,
     cache_dir: str | None,
     allow_external_paths: bool,
     trust_remote_code: bool,
@@ -121,19 +128,18 @@ def annotate(
     """Write one functional description per sequence of INPUTS (FASTA, plain or gzip, - for stdin)."""
     import contextlib
     import itertools
-    import os
     import time
 
     from seqchat.annotate import Annotator, with_decoding
     from seqchat.io.cache import ResultCache
     from seqchat.io.sequences import read_records
-    from seqchat.io.writers import ANNOTATION_COLUMNS, check_output_path, open_writer
+    from seqchat.io.writers import check_output_path, open_writer
 
     shard_spec = parse_shard(shard)
     if resume and output == "-":
         raise click.UsageError("--resume needs an output file (-o FILE)")
     check_output_path(output, force=force, resume=resume)
-    threads = threads or os.cpu_count() or 1
+    threads = threads or available_cpus()
     records = read_records(inputs)
     first = next(records, None)  # bad input fails here, before models load or output opens
     records = itertools.chain([first] if first is not None else [], records)
@@ -145,6 +151,8 @@ def annotate(
         question=question,
         allow_external_paths=allow_external_paths,
         trust_remote_code=trust_remote_code,
+        references=references,
+        bundle_reference=not no_bundle_reference,
     ) as annotator:
         annotator.decoding = with_decoding(
             annotator.decoding,
@@ -160,7 +168,7 @@ def annotate(
         show = not quiet and sys.stderr.isatty()
         cache = ResultCache(cache_dir, annotator.cache_context()) if cache_dir else None
         with open_writer(
-            output, fmt, ANNOTATION_COLUMNS, provenance,
+            output, fmt, annotator.columns, provenance,
             force=force, resume=resume, resume_keys=resume_keys,
         ) as writer, progress_bar(show, total) as progress, cache or contextlib.nullcontext():
             task = progress.add_task("annotate", total=total, rate="")

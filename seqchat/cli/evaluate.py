@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from seqchat import __version__
 from seqchat.cli.group import FORMATS
 from seqchat.errors import SeqchatError
+from seqchat.home import seqchat_home
+from seqchat.system import available_cpus
+
+if TYPE_CHECKING:
+    from seqchat.homology.evidence import Evidence
 
 
 @click.command("eval")
@@ -79,24 +88,69 @@ def baseline() -> None:
 @baseline.command("nearest")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @click.option("--reference", required=True, type=click.Path(exists=True, dir_okay=False), help="JSONL of annotated sequences (id, sequence, text).")
-@click.option("-k", type=click.IntRange(1, 13), default=None, help="k-mer size [8].")
-@click.option("-o", "--output", default="-", show_default=True)
-@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="tsv", show_default=True)
-@click.option("--force", is_flag=True)
-def baseline_nearest(inputs: tuple[str, ...], reference: str, k: int | None, output: str, fmt: str, force: bool) -> None:
-    """Copy the description of the most similar reference sequence (k-mer profile cosine)."""
+@click.option("--method", type=click.Choice(["kmer", "align"]), default="kmer", show_default=True,
+              help="kmer: the closest k-mer profile. align: the best alignment hit with E <= --evalue (HMMER), else the closest k-mer profile.")
+@click.option("-k", type=click.IntRange(1, 13), default=None, help="k-mer size.  [default: 8]")
+@click.option("--evalue", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True, help="Largest E-value of a hit to copy (align).")
+@click.option("-t", "--threads", type=click.IntRange(1), default=None, help="Threads.  [default: the CPUs this process may use]")
+@click.option("-o", "--output", default="-", show_default=True, help="Output file, - for stdout.")
+@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="tsv", show_default=True, help="Output format.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+def baseline_nearest(inputs: tuple[str, ...], reference: str, method: str, k: int | None, evalue: float,
+                     threads: int | None, output: str, fmt: str, force: bool) -> None:
+    """Copy the description of the most similar reference sequence: by k-mer profile cosine,
+    or by alignment (alignment transfer, what BLAST-and-copy does)."""
     from seqchat.evaluate.baselines import DEFAULT_K, KmerNearestNeighbour
     from seqchat.io.sequences import read_records
-    from seqchat.io.writers import open_writer
+    from seqchat.io.writers import check_output_path, open_writer
 
-    model = KmerNearestNeighbour(k=k or DEFAULT_K).fit(_reference_rows(reference))
-    columns = ("id", "length", "description", "neighbour", "similarity")
-    provenance = {"seqchat": __version__, "baseline": f"k-mer nearest neighbour (k={k or DEFAULT_K})", "reference": reference}
-    with open_writer(output, fmt, columns, provenance, force=force) as writer:
-        for record in read_records(inputs):
-            prediction = model.predict([record.sequence])[0]
-            writer.write({"id": record.id, "length": record.length, "description": prediction.description,
-                          "neighbour": prediction.ref_id or "", "similarity": round(prediction.similarity, 4)})
+    check_output_path(output, force=force, resume=False)
+    k = k or DEFAULT_K
+    kmer = KmerNearestNeighbour(k=k).fit(_reference_rows(reference))
+    provenance = {"seqchat": __version__, "baseline": f"k-mer nearest neighbour (k={k})", "reference": reference}
+    records = read_records(inputs)
+    if method == "kmer":
+        columns = ("id", "length", "description", "neighbour", "similarity")
+        with open_writer(output, fmt, columns, provenance, force=force) as writer:
+            for record in records:
+                prediction = kmer.predict([record.sequence])[0]
+                writer.write({"id": record.id, "length": record.length, "description": prediction.description,
+                              "neighbour": prediction.ref_id or "", "similarity": round(prediction.similarity, 4)})
+        return
+    with _alignment_evidence(reference, evalue, threads or available_cpus()) as evidence:
+        provenance["baseline"] = f"alignment transfer (best hit with E <= {evalue:g}, else k-mer nearest neighbour, k={k})"
+        provenance.update(evidence.provenance())
+        columns = ("id", "length", "description", "neighbour", "method", "identity", "evalue", "similarity")
+        with open_writer(output, fmt, columns, provenance, force=force) as writer:
+            for record, hits in evidence.searched(records):
+                if hits:
+                    best = hits[0]
+                    writer.write({"id": record.id, "length": record.length, "description": best.description,
+                                  "neighbour": best.reference_id, "method": f"align ({best.path})",
+                                  "identity": round(best.identity, 1), "evalue": float(f"{best.evalue:.3g}"),
+                                  "similarity": None})
+                    continue
+                prediction = kmer.predict([record.sequence])[0]
+                writer.write({"id": record.id, "length": record.length, "description": prediction.description,
+                              "neighbour": prediction.ref_id or "", "method": "kmer", "identity": None,
+                              "evalue": None, "similarity": round(prediction.similarity, 4)})
+
+
+@contextlib.contextmanager
+def _alignment_evidence(reference: str, evalue: float, threads: int) -> Iterator[Evidence]:
+    """The best alignment hit of each query in `reference` (a JSONL of annotated sequences),
+    indexed for the run under $SEQCHAT_HOME/cache and removed after it."""
+    from seqchat.homology.build import build_reference
+    from seqchat.homology.evidence import Evidence
+
+    scratch = seqchat_home() / "cache"
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="baseline-reference-", dir=scratch) as directory:
+        index = Path(directory) / Path(reference).stem
+        build_reference([reference], [], index, threads=threads)
+        evidence = Evidence.load([index], max_hits=1, evalue=evalue, threads=threads)
+        assert evidence is not None
+        yield evidence
 
 
 @baseline.command("most-common")
@@ -132,7 +186,6 @@ def baseline_most_common(inputs: tuple[str, ...], reference: str, output: str, f
 def baseline_llm_only(inputs: tuple[str, ...], model: str, question: str | None, max_nucleotides: int,
                       max_new_tokens: int | None, threads: int | None, parallel: int, output: str, fmt: str, force: bool) -> None:
     """The sequence given as text to the bundle's LLM (no encoder, no projector)."""
-    import os
 
     from seqchat.annotate import with_decoding
     from seqchat.bundle import load_bundle
@@ -147,7 +200,7 @@ def baseline_llm_only(inputs: tuple[str, ...], model: str, question: str | None,
     provenance = {"seqchat": __version__, "baseline": "LLM only (sequence as text)", "llm": str(bundle.llm_path),
                   "question": asked, "max_nucleotides": str(max_nucleotides)}
     with GgufRuntime(bundle.llm_path, n_parallel=parallel, n_ctx_per_slot=max_nucleotides + 512,
-                     n_threads=threads or os.cpu_count()) as runtime, \
+                     n_threads=threads or available_cpus()) as runtime, \
             open_writer(output, fmt, ANNOTATION_COLUMNS, provenance, force=force) as writer:
         for annotation in annotate_as_text(runtime, read_records(inputs), question=asked,
                                            decoding=decoding, max_nucleotides=max_nucleotides):

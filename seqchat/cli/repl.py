@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from seqchat.system import available_cpus
+
 
 @click.command()
 @click.argument("inputs", nargs=-1, type=click.Path(exists=True, dir_okay=False))
@@ -42,7 +44,6 @@ def repl(
 
     Commands inside: :help, :seqs, :use ID, :load FILE, :reset, :save FILE, :quit.
     Reads plain lines when standard input is not a terminal, so it can be scripted."""
-    import os
 
     from seqchat.repl import default_history_path, run_repl
 
@@ -50,7 +51,7 @@ def repl(
     code = run_repl(
         model,
         inputs,
-        threads=threads or os.cpu_count() or 1,
+        threads=threads or available_cpus(),
         device=device,
         context=context,
         decoding_overrides={"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed},

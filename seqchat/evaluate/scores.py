@@ -14,6 +14,9 @@ The metrics are the ones the sequence-to-text papers report:
   score is ``None`` and a note says how to install it.
 * ``rouge1``, ``rouge2``, ``rougeL`` (RNA-GPT): F1 from :mod:`rouge_score`'s
   ``RougeScorer`` with the Porter stemmer, averaged over pairs.
+* ``entity``: the share of pairs whose descriptions name the same thing: the first clause,
+  case- and punctuation-insensitive (:mod:`seqchat.evaluate.entity`): the Rfam family
+  name, the gene's product or "protein of unknown function".
 * ``emb_precision``, ``emb_recall``, ``emb_f1``: BERTScore-style greedy matching
   of the last-layer token embeddings of all-MiniLM-L6-v2 (cosine similarity of
   each token to its best match on the other side; [CLS]/[SEP] excluded; no idf
@@ -44,13 +47,15 @@ from seqchat.evaluate.embedding import (
     embedding_scores,
     load_embedding_model,
 )
+from seqchat.evaluate.entity import entity_scores
 from seqchat.evaluate.wordnet import WordNetUnavailable, load_wordnet
 
-__all__ = ["BLEU_KEYS", "METRIC_KEYS", "ROUGE_KEYS", "MetricReport", "evaluate", "score_pairs"]
+__all__ = ["BLEU_KEYS", "ENTITY_KEYS", "METRIC_KEYS", "ROUGE_KEYS", "MetricReport", "evaluate", "score_pairs"]
 
 BLEU_KEYS: tuple[str, ...] = ("bleu1", "bleu2", "bleu3", "bleu4")
 ROUGE_KEYS: tuple[str, ...] = ("rouge1", "rouge2", "rougeL")
-METRIC_KEYS: tuple[str, ...] = (*BLEU_KEYS, "meteor", *ROUGE_KEYS, *EMBEDDING_KEYS)
+ENTITY_KEYS: tuple[str, ...] = ("entity",)
+METRIC_KEYS: tuple[str, ...] = (*BLEU_KEYS, "meteor", *ROUGE_KEYS, *ENTITY_KEYS, *EMBEDDING_KEYS)
 
 _TOKEN_RE = re.compile(r"\w+(?:[-'.]\w+)*|[^\w\s]")
 
@@ -150,6 +155,7 @@ def _score_pairs_with_notes(
 
     scores.update(_bleu_scores(refs, preds))
     scores.update(_rouge_scores(refs, preds))
+    scores.update(entity_scores(refs, preds))
     if meteor:
         try:
             scores["meteor"] = _meteor(refs, preds)

@@ -9,12 +9,10 @@ one, the record.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import io
 import os
 import re
 import sys
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, cast
@@ -22,6 +20,12 @@ from typing import BinaryIO, cast
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 
 from seqchat.errors import SeqchatError
+from seqchat.io.compressed import (
+    DECOMPRESSION_ERRORS,
+    MAGIC_LENGTH,
+    compression_of,
+    decompressed,
+)
 
 __all__ = [
     "NUCLEOTIDE_LETTERS",
@@ -38,7 +42,6 @@ STDIN = "-"
 NUCLEOTIDE_LETTERS = "ACGTURYSWKMBDHVN"
 """IUPAC nucleotide codes accepted in input (case-insensitive)."""
 
-_GZIP_MAGIC = b"\x1f\x8b"
 _INVALID_LETTER = re.compile(f"[^{NUCLEOTIDE_LETTERS}{NUCLEOTIDE_LETTERS.lower()}]")
 # Amino-acid codes that are not nucleotide codes: their presence means the
 # user most likely gave a protein FASTA.
@@ -90,7 +93,8 @@ def read_records(
     """Stream the records of several FASTA files, in order.
 
     ``"-"`` reads standard input (``stdin`` if given, else the binary buffer
-    of ``sys.stdin``). Gzip input is recognised by its content, not its name.
+    of ``sys.stdin``). Compressed input (gzip, bzip2, xz, zstd) is recognised by its
+    content, not its name.
     Ids must be unique across all inputs, and every input must hold at least
     one record.
     """
@@ -164,13 +168,13 @@ def _label(source: str) -> str:
 def _fasta_entries(source: str, stdin: BinaryIO | None) -> Iterator[tuple[str, str]]:
     """Yield ``(title, raw sequence)`` pairs, turning decoding failures into input errors."""
     label = _label(source)
-    with _open_text(source, stdin) as text:
+    with _open_text(source, stdin) as (text, compression):
         try:
             yield from SimpleFastaParser(_checked_lines(text, label))
         except UnicodeDecodeError:
             raise SequenceInputError(f"{label}: not a FASTA file (binary content)") from None
-        except (gzip.BadGzipFile, EOFError, zlib.error) as error:
-            raise SequenceInputError(f"{label}: corrupt gzip data ({error})") from None
+        except DECOMPRESSION_ERRORS as error:
+            raise SequenceInputError(f"{label}: corrupt {compression} data ({error})") from None
 
 
 def _checked_lines(lines: Iterable[str], label: str) -> Iterator[str]:
@@ -194,8 +198,10 @@ def _checked_lines(lines: Iterable[str], label: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _open_text(source: str, stdin: BinaryIO | None) -> Iterator[io.TextIOWrapper]:
-    """Open a file or stdin as UTF-8 text, decompressing it if it is gzip.
+def _open_text(
+    source: str, stdin: BinaryIO | None
+) -> Iterator[tuple[io.TextIOWrapper, str | None]]:
+    """Open a file or stdin as UTF-8 text, decompressed if it is gzip, bzip2, xz or zstd.
 
     Standard input is never closed: the wrappers are detached from it instead.
     """
@@ -204,16 +210,16 @@ def _open_text(source: str, stdin: BinaryIO | None) -> Iterator[io.TextIOWrapper
             binary = _peekable(stdin if stdin is not None else sys.stdin.buffer, stack)
         else:
             binary = stack.enter_context(_open_binary(source))
-        is_gzip = binary.peek(len(_GZIP_MAGIC)).startswith(_GZIP_MAGIC)
-        stream: io.BufferedIOBase = gzip.GzipFile(fileobj=binary, mode="rb") if is_gzip else binary
+        compression = compression_of(binary.peek(MAGIC_LENGTH))
+        stream = decompressed(binary, compression)
         # utf-8-sig drops a byte-order mark that some editors put at the start.
         text = io.TextIOWrapper(stream, encoding="utf-8-sig")
         try:
-            yield text
+            yield text, compression
         finally:
             text.detach()
-            if is_gzip:
-                stream.close()  # a GzipFile given a fileobj leaves that fileobj open
+            if compression is not None:
+                stream.close()  # leaves `binary` open
 
 
 def _peekable(stream: BinaryIO, stack: contextlib.ExitStack) -> io.BufferedReader:
