@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -26,7 +27,13 @@ import numpy as np
 
 from seqchat.bundle import CONFIG_NAME, Bundle, BundleError, resolve_bundle
 from seqchat.home import seqchat_home
-from seqchat.homology.evidence import EVIDENCE_COLUMNS, Evidence, evidence_cells
+from seqchat.homology.evidence import (
+    EVIDENCE_COLUMNS,
+    Evidence,
+    copied_hit,
+    evidence_cells,
+    evidence_lines,
+)
 from seqchat.homology.packed import reference_directory
 from seqchat.homology.search import Hit
 from seqchat.io.cache import CachedAnswer, ResultCache
@@ -34,7 +41,7 @@ from seqchat.io.digest import sha256_file
 from seqchat.io.sequences import SequenceRecord
 from seqchat.io.writers import ANNOTATION_COLUMNS
 from seqchat.llm.pool import RuntimePool
-from seqchat.llm.prompt import layout_for
+from seqchat.llm.prompt import PromptSpec, Tokenize, fit_evidence, layout_for
 from seqchat.llm.runtime import DecodingSettings, Generation, GgufRuntime, SoftPrompt
 from seqchat.system import available_cpus
 
@@ -48,6 +55,10 @@ class Annotation:
     mean_logprob: float
     hits: tuple[Hit, ...] | None = None
     """The record's reference hits, best first; None when the run searches no reference."""
+    source: str | None = None
+    """With a grounded prompt: "generated", or "hit:REF_ID" when the answer copies a hit."""
+    truncated: bool = False
+    """The answer reached the token cap: it is cut at its last sentence or clause end."""
 
     def as_row(self) -> dict[str, object]:
         row: dict[str, object] = {
@@ -56,9 +67,12 @@ class Annotation:
             "description": self.description,
             "n_tokens": self.n_tokens,
             "mean_logprob": round(self.mean_logprob, 4),
+            "truncated": self.truncated,
         }
         if self.hits is not None:
             row.update(evidence_cells(self.hits))
+        if self.source is not None:
+            row["source"] = self.source
         return row
 
 
@@ -261,8 +275,10 @@ class Annotator:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """The output columns: the evidence columns too when a reference is searched."""
-        return ANNOTATION_COLUMNS + (EVIDENCE_COLUMNS if self.evidence is not None else ())
+        """The output columns: the evidence columns too when a reference is searched, and
+        the answer's source when the prompt shows the evidence."""
+        evidence = EVIDENCE_COLUMNS if self.evidence is not None else ()
+        return ANNOTATION_COLUMNS + evidence + (("source",) if self.bundle.prompt.grounded else ())
 
     def _searched(self, records: Iterable[SequenceRecord]) -> Iterator[Searched]:
         if self.evidence is None:
@@ -273,8 +289,32 @@ class Annotator:
         iterator = iter(searched)
         while chunk := list(itertools.islice(iterator, self.chunk_size)):
             matrices = self.soft_tokenizer([record.sequence for record, _hits in chunk])
-            for (record, _hits), matrix in zip(chunk, matrices):
-                yield SoftPrompt(record.id, matrix, self.layout.suffix_ids)
+            for (record, hits), matrix in zip(chunk, matrices):
+                yield SoftPrompt(record.id, matrix, self._suffix(hits))
+
+    def _suffix(self, hits: tuple[Hit, ...] | None) -> tuple[int, ...]:
+        """The tokens after a sequence's soft tokens: with its evidence when grounded."""
+        if not self.bundle.prompt.grounded:
+            return self.layout.suffix_ids
+        tokenize = self.runtime.vocabulary.tokenize
+        return self.layout.suffix_for(
+            evidence_text(hits or (), self.bundle.prompt, tokenize), tokenize
+        )
+
+    def _finished(self, annotation: Annotation) -> Annotation:
+        """What is written of a raw answer (as generated, or as the cache keeps it): cut at
+        a clause end when it reached the token cap, and, when grounded, a copied hit's
+        whole description in place of the copy."""
+        if annotation.n_tokens >= self.decoding.max_new_tokens and not self.decoding.ignore_eos:
+            annotation = replace(
+                annotation, description=cut_at_clause(annotation.description), truncated=True
+            )
+        if not self.bundle.prompt.grounded:
+            return annotation
+        hit = copied_hit(annotation.description, annotation.hits or ())
+        if hit is None:
+            return replace(annotation, source="generated")
+        return replace(annotation, description=hit.description, source=f"hit:{hit.reference_id}")
 
     def annotate(
         self, records: Iterable[SequenceRecord], cache: ResultCache | None = None
@@ -286,7 +326,7 @@ class Annotator:
         input goes in blocks of `cache_block` records: answers found in the cache, or given
         earlier in the block to the same sequence, are not generated again."""
         if cache is None:
-            yield from self._generate(self._searched(records))
+            yield from map(self._finished, self._generate(self._searched(records)))
             return
         iterator = self._searched(records)
         while block := list(itertools.islice(iterator, self.cache_block)):
@@ -308,10 +348,10 @@ class Annotator:
                     )
                     known[item] = answer
                     cache.put(item, answer)
-                yield Annotation(
+                yield self._finished(Annotation(
                     record.id, record.length, answer.description, answer.n_tokens,
                     answer.mean_logprob, hits,
-                )
+                ))
 
     def _cache_item(self, record: SequenceRecord) -> str:
         """What a cached answer is filed under: the sequence, and when sampling, also the id
@@ -366,6 +406,7 @@ class Annotator:
             "decoding": (
                 f"max_new_tokens={settings.max_new_tokens} temperature={settings.temperature} "
                 f"top_p={settings.top_p} seed={settings.seed}"
+                + (f" no_repeat_ngram={settings.no_repeat_ngram}" if settings.no_repeat_ngram else "")
             ),
         }
         for name, digest in self.weight_digests.items():
@@ -386,6 +427,25 @@ def _annotation(
         mean_logprob=generation.mean_logprob,
         hits=hits,
     )
+
+
+def evidence_text(hits: Sequence[Hit], spec: PromptSpec, tokenize: Tokenize) -> str:
+    """What a grounded prompt shows of a sequence's hits, within the bundle's token budget:
+    the same text in training (seqchat.train) and serving."""
+    return fit_evidence(evidence_lines(hits), tokenize, spec.evidence_tokens)
+
+
+_CLAUSE_END = re.compile(r"[.;!?](?=\s|$)")
+
+
+def cut_at_clause(text: str) -> str:
+    """`text` up to its last sentence or clause end (a final ';' becomes '.'), so that a
+    capped answer does not stop mid-word; the whole text when it has no such end."""
+    ends = [match.end() for match in _CLAUSE_END.finditer(text)]
+    if not ends:
+        return text
+    cut = text[: ends[-1]]
+    return cut[:-1] + "." if cut.endswith(";") else cut
 
 
 def with_decoding(base: DecodingSettings, **overrides: object) -> DecodingSettings:

@@ -23,7 +23,7 @@ from seqchat.encode.specs import ENCODER_KINDS, EncoderSpec, ProjectorConfig
 from seqchat.errors import SeqchatError
 from seqchat.home import seqchat_home
 from seqchat.io.digest import sha256_file
-from seqchat.llm.prompt import PromptSpec
+from seqchat.llm.prompt import DEFAULT_EVIDENCE_TOKENS, PromptSpec
 from seqchat.llm.requantize import REQUANTIZE_TYPES, requantized_gguf
 from seqchat.llm.runtime import DecodingSettings
 
@@ -276,11 +276,13 @@ def load_bundle(
             user=str(prompt.get("user", "{sequence}")),
             question=str(prompt.get("question", "")),
             system=prompt.get("system"),
+            evidence_tokens=int(prompt.get("evidence_tokens", DEFAULT_EVIDENCE_TOKENS)),
         ),
         decoding=DecodingSettings(
             max_new_tokens=int(generation.get("max_new_tokens", 64)),
             temperature=float(generation.get("temperature", 0.0)),
             top_p=float(generation.get("top_p", 1.0)),
+            no_repeat_ngram=int(generation.get("no_repeat_ngram", 0)),
         ),
     )
 

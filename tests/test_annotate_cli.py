@@ -28,7 +28,7 @@ from conftest import (
 from seqchat.io.tables import read_table
 from seqchat.io.writers import partial_path
 
-COLUMNS = ["id", "length", "description", "n_tokens", "mean_logprob"]
+COLUMNS = ["id", "length", "description", "n_tokens", "mean_logprob", "truncated"]
 
 
 def annotate(bundle: Path, inputs: list[str], output: Path, *extra: str):

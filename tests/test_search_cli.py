@@ -150,7 +150,7 @@ def test_annotate_without_a_reference_keeps_its_columns(tiny_bundle: Path, queri
     assert invoke(["annotate", str(queries[0]), "-m", str(tiny_bundle), "-o", str(out),
                    "--max-new-tokens", "4"]).exit_code == 0
     provenance, rows = read_table(out)
-    assert list(rows[0]) == ["id", "length", "description", "n_tokens", "mean_logprob"]
+    assert list(rows[0]) == ["id", "length", "description", "n_tokens", "mean_logprob", "truncated"]
     assert not any(key.startswith("reference") for key in provenance)
 
 

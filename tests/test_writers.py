@@ -21,13 +21,15 @@ from seqchat.io.writers import (
 
 PROVENANCE = {"seqchat": "0.1.0", "bundle_sha256": "abc123", "prompt": "Describe\nit"}
 ROWS = [
-    {"id": "s1", "length": 4, "description": "a tRNA", "n_tokens": 3, "mean_logprob": -0.25},
+    {"id": "s1", "length": 4, "description": "a tRNA", "n_tokens": 3, "mean_logprob": -0.25,
+     "truncated": False},
     {
         "id": "s2",
         "length": 7,
         "description": "tab\there\nnew line \\ back",
         "n_tokens": 9,
         "mean_logprob": -1.5,
+        "truncated": True,
     },
 ]
 
@@ -40,7 +42,9 @@ def write_rows(path, fmt="tsv", rows=ROWS, **options):
 
 
 def as_strings(rows):
-    return [{key: str(value) for key, value in row.items()} for row in rows]
+    """Rows as TSV gives them back: every value as text, booleans as JSON spells them."""
+    return [{key: json.dumps(value) if isinstance(value, bool) else str(value)
+             for key, value in row.items()} for row in rows]
 
 
 @pytest.mark.parametrize(
@@ -60,9 +64,9 @@ def test_tsv_layout(tmp_path):
         "# seqchat: 0.1.0",
         "# bundle_sha256: abc123",
         "# prompt: Describe\\nit",
-        "id\tlength\tdescription\tn_tokens\tmean_logprob",
+        "id\tlength\tdescription\tn_tokens\tmean_logprob\ttruncated",
     ]
-    assert lines[5] == "s2\t7\ttab\\there\\nnew line \\\\ back\t9\t-1.5"
+    assert lines[5] == "s2\t7\ttab\\there\\nnew line \\\\ back\t9\t-1.5\ttrue"
     assert len(lines) == 6
 
 

@@ -34,6 +34,19 @@ def write(path: Path, items: list[dict]) -> None:
     print(f"{path}: {len(items)} rows")
 
 
+DESCRIBE = "Describe this sequence."
+
+
+def reference_row(row: dict) -> dict:
+    return {"id": row["id"], "sequence": row["sequence"], "text": row["text"],
+            "family": row.get("rfam_acc", "")}
+
+
+def describe_pair(row: dict) -> dict:
+    return {"id": row["id"], "sequence": row["sequence"], "question": DESCRIBE,
+            "answer": row["text"], "family": row.get("rfam_acc", "")}
+
+
 def held_out_families(rfam: list[dict], seed: int = 4) -> set[str]:
     """Whole families whose sequences make up about FAMILY_VALIDATION_SHARE of the set."""
     sizes: dict[str, int] = {}
@@ -75,6 +88,14 @@ def main(data_dir: Path, out_dir: Path) -> None:
     align_val = splits["yeast_val"] + splits["rfam_val"]
     random.Random(3).shuffle(align_val)
     write(out_dir / "align_val.jsonl", [{"id": r["id"], "sequence": r["sequence"], "text": r["text"]} for r in align_val])
+    # The grounded bundle trains on neither validation split of the ncRNAs: not on the random
+    # 10 %, and not on the held-out families.
+    grounded_train = splits["yeast_train"] + [r for r in splits["rfam_train"] if r["rfam_acc"] not in held_out]
+    random.Random(5).shuffle(grounded_train)
+    write(out_dir / "grounded_reference.jsonl", [reference_row(r) for r in grounded_train])
+    write(out_dir / "grounded_train.jsonl", [describe_pair(r) for r in grounded_train])
+    write(out_dir / "grounded_train_2k.jsonl", [describe_pair(r) for r in grounded_train[:2000]])
+    write(out_dir / "grounded_val.jsonl", [describe_pair(r) for r in align_val])
     for split in ("train", "val"):
         pairs = [p for r in splits[f"yeast_{split}"] + splits[f"rfam_{split}"] for p in qa_pairs(r, max_terms=6)]
         random.Random(2).shuffle(pairs)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import stat
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 import click
 
 from seqchat.cli.group import FORMATS
+from seqchat.io.compressed import DECOMPRESSION_ERRORS, MAGIC_LENGTH, compression_of, decompressed
 from seqchat.system import available_cpus
 
 
@@ -27,18 +30,33 @@ def parse_shard(value: str | None) -> tuple[int, int] | None:
 
 
 def count_fasta_records(paths: Iterable[str]) -> int | None:
-    """Records in plain or gzip files, for the progress bar; None when reading stdin."""
-    import gzip
+    """Records in the inputs, for the progress bar; None unless every input is a regular file.
 
-    total = 0
-    for path in paths:
-        if path == "-":
-            return None
-        with open(path, "rb") as raw:
-            gzipped = raw.read(2) == b"\x1f\x8b"
-        opener = gzip.open if gzipped else open
-        with opener(path, "rb") as handle:
-            previous = b"\n"
+    Stdin, a pipe (``<(...)``) or a FIFO can be read only once: counting its records first
+    would take them from the run. What cannot be read is left for the reader to report."""
+    paths = list(paths)
+    if not all(map(_is_regular_file, paths)):
+        return None
+    try:
+        return sum(map(_count_records, paths))
+    except DECOMPRESSION_ERRORS:  # OSError among them
+        return None
+
+
+def _is_regular_file(path: str) -> bool:
+    try:
+        return path != "-" and stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _count_records(path: str) -> int:
+    """Lines starting with '>' in a plain or compressed FASTA file."""
+    total, previous = 0, b"\n"
+    with open(path, "rb") as raw:
+        compression = compression_of(raw.read(MAGIC_LENGTH))
+        raw.seek(0)
+        with decompressed(raw, compression) as handle:
             while block := handle.read(1 << 20):
                 total += block.count(b"\n>") + (previous == b"\n" and block[:1] == b">")
                 previous = block[-1:]
@@ -164,8 +182,8 @@ def annotate(
         provenance = annotator.provenance()
         provenance["command"] = shlex.join(["seqchat", *sys.argv[1:]])
         resume_keys = [key for key in provenance if key not in ("command",)]
-        total = None if quiet else count_fasta_records(inputs)
         show = not quiet and sys.stderr.isatty()
+        total = count_fasta_records(inputs) if show else None
         cache = ResultCache(cache_dir, annotator.cache_context()) if cache_dir else None
         with open_writer(
             output, fmt, annotator.columns, provenance,

@@ -47,6 +47,7 @@ _TRAINING_OPTIONS = [
     click.option("--train-encoder", is_flag=True, help="Train the encoder too."),
     click.option("--init-encoder", type=click.Path(dir_okay=False, exists=True), default=None, help="Start from a fresh encoder built from this multimolecule config."),
     click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --out."),
+    click.option("--reference", type=click.Path(file_okay=False), default=None, help="Reference set of the training data (seqchat reference build): the evidence of a grounded prompt."),
     click.option("--seed", type=int, default=0, show_default=True),
     click.option("--threads", "-t", type=click.IntRange(1), default=None),
     click.option("--device", default="auto", show_default=True),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -10,6 +11,7 @@ import click
 from seqchat import __version__
 from seqchat.errors import SeqchatError
 from seqchat.home import keep_matplotlib_cache_home
+from seqchat.io.writers import interrupted_partials
 
 FORMATS = ("tsv", "jsonl", "json")
 
@@ -19,12 +21,14 @@ class SeqchatGroup(click.Group):
     --debug)."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        earlier = len(interrupted_partials())  # of earlier commands run in this process
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except KeyboardInterrupt:
-            click.echo("seqchat: interrupted", err=True)
+            kept = interrupted_partials()[earlier:]
+            click.echo(f"seqchat: {self._interrupted(ctx, kept)}", err=True)
             ctx.exit(130)
         except BrokenPipeError:
             sys.stderr.close()
@@ -38,6 +42,16 @@ class SeqchatGroup(click.Group):
                 message = f"{type(error).__name__}: {error} (run with --debug for details)"
             click.echo(f"seqchat: error: {message.splitlines()[0] if message else ''}", err=True)
             ctx.exit(1)
+
+    def _interrupted(self, ctx: click.Context, kept: tuple[Path, ...]) -> str:
+        """What to say on Ctrl-C: where the rows written so far are, and how to go on."""
+        if not kept:
+            return "interrupted"
+        command = self.get_command(ctx, ctx.invoked_subcommand or "")
+        resumable = command is not None and any(param.name == "resume" for param in command.params)
+        rerun = "--resume to continue" if resumable else "--force to start over"
+        where = ", ".join(map(str, kept))
+        return f"interrupted; the rows written so far are in {where}: rerun with {rerun}"
 
 
 @click.group(cls=SeqchatGroup, context_settings={"help_option_names": ["-h", "--help"]})

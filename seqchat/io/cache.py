@@ -3,8 +3,10 @@
 An answer depends only on the model files, the prompt, the decoding settings, the software
 that computes it and the sequence: not on the other sequences of the run, on `--parallel`
 or on `--threads`. So an answer found here is, byte for byte, what a fresh run would write.
-The cache is one SQLite database in DIR; SQLite's locking lets the shards of a pipeline
-share it.
+The cache is one SQLite database in DIR, in WAL mode: the shards of a pipeline share it,
+reading while another writes. A run keeps its new answers in memory and writes them in one
+short transaction at a time, never holding the write lock while answers are generated, so
+that the runs do not wait on each other.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from pathlib import Path
 from seqchat.errors import SeqchatError
 
 DATABASE_NAME = "seqchat-cache.sqlite"
-_COMMIT_EVERY = 32
+_SAVE_EVERY = 32
+_BUSY_TIMEOUT_S = 60
+"""Seconds a run waits for another run's write transaction (each lasts milliseconds)."""
 
 
 class CacheError(SeqchatError):
@@ -42,10 +46,10 @@ class ResultCache:
         self._context = hashlib.sha256(json.dumps(dict(sorted(context.items()))).encode()).digest()
         self.hits = 0
         self.misses = 0
-        self._unsaved = 0
+        self._unsaved: dict[str, CachedAnswer] = {}
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.directory / DATABASE_NAME, timeout=60)
+            self._db = sqlite3.connect(self.directory / DATABASE_NAME, timeout=_BUSY_TIMEOUT_S)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, description TEXT "
@@ -58,32 +62,42 @@ class ResultCache:
         return hashlib.sha256(self._context + sequence.encode()).hexdigest()
 
     def get(self, sequence: str) -> CachedAnswer | None:
-        row = self._db.execute(
-            "SELECT description, n_tokens, mean_logprob FROM answers WHERE key = ?",
-            (self._key(sequence),),
-        ).fetchone()
-        if row is None:
+        key = self._key(sequence)
+        answer = self._unsaved.get(key) or self._load(key)
+        if answer is None:
             self.misses += 1
-            return None
-        self.hits += 1
-        return CachedAnswer(*row)
+        else:
+            self.hits += 1
+        return answer
 
     def put(self, sequence: str, answer: CachedAnswer) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)",
-            (self._key(sequence), answer.description, answer.n_tokens, answer.mean_logprob),
-        )
-        self._unsaved += 1
-        if self._unsaved >= _COMMIT_EVERY:
-            self._commit()
+        self._unsaved[self._key(sequence)] = answer
+        if len(self._unsaved) >= _SAVE_EVERY:
+            self._save()
 
-    def _commit(self) -> None:
-        self._db.commit()
-        self._unsaved = 0
+    def _load(self, key: str) -> CachedAnswer | None:
+        try:
+            row = self._db.execute(
+                "SELECT description, n_tokens, mean_logprob FROM answers WHERE key = ?", (key,)
+            ).fetchone()
+        except sqlite3.Error as error:
+            raise CacheError(f"cache {self.directory}: cannot be read ({error})") from error
+        return None if row is None else CachedAnswer(*row)
+
+    def _save(self) -> None:
+        rows = [(key, a.description, a.n_tokens, a.mean_logprob) for key, a in self._unsaved.items()]
+        try:
+            with self._db:  # one transaction, committed here
+                self._db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)", rows)
+        except sqlite3.Error as error:
+            raise CacheError(f"cache {self.directory}: cannot save answers ({error})") from error
+        self._unsaved.clear()
 
     def close(self) -> None:
-        self._commit()
-        self._db.close()
+        try:
+            self._save()
+        finally:
+            self._db.close()
 
     def __enter__(self) -> ResultCache:
         return self

@@ -17,6 +17,7 @@ __all__ = [
     "OutputFormatError",
     "Table",
     "escape_tsv",
+    "escape_tsv_comment",
     "iter_table_rows",
     "open_table_file",
     "parse_table",
@@ -33,18 +34,29 @@ class OutputFormatError(OutputError):
     """A results file could not be read back."""
 
 
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
-_ESCAPE_SEQUENCE = re.compile(r"\\([\\tnr])")
+_BREAKS = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_COMMENT_ESCAPES = str.maketrans(_BREAKS)
+_CELL_ESCAPES = str.maketrans({**_BREAKS, "#": "\\x23"})
+_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r", "x23": "#"}
+_ESCAPE_SEQUENCE = re.compile(r"\\(\\|t|n|r|x23)")
 
 
 def escape_tsv(value: str) -> str:
-    """Escape backslash, tab, newline and CR so a value cannot break a TSV row."""
-    return value.translate(_ESCAPES)
+    """Escape a table cell: backslash, tab, newline and CR, which would break the row, and #.
+
+    Readers that skip comments take a # anywhere on a line as the start of one (pandas'
+    ``comment="#"`` drops a row that starts with it and cuts one short at it), so a cell
+    never holds a literal #: it is written ``\\x23``."""
+    return value.translate(_CELL_ESCAPES)
+
+
+def escape_tsv_comment(value: str) -> str:
+    """Escape the text of a ``# key: value`` comment line, where # is harmless and kept."""
+    return value.translate(_COMMENT_ESCAPES)
 
 
 def unescape_tsv(text: str) -> str:
-    """Invert :func:`escape_tsv`."""
+    """Invert :func:`escape_tsv` and :func:`escape_tsv_comment`."""
     return _ESCAPE_SEQUENCE.sub(lambda match: _UNESCAPES[match.group(1)], text)
 
 
@@ -57,6 +69,9 @@ class Table:
     rows: Iterator[dict[str, Any]]
     columns: tuple[str, ...] | None = None
     """The TSV header row; JSON rows carry their own keys."""
+    target_fmt: str | None = None
+    """For a partial output that completes as another format, that format: a JSON document is
+    written as JSON Lines until its run completes, with ``"format": "json"`` in the header line."""
 
 
 def read_table(path: str | os.PathLike[str]) -> tuple[dict[str, str], list[dict[str, Any]]]:
@@ -88,9 +103,10 @@ def parse_table(handle: TextIO, name: str) -> Table:
         raise OutputFormatError(f"{name}: empty file, not a seqchat results table")
     if not first.startswith("{"):
         return _parse_tsv(first, handle, name)
-    provenance = _json_lines_provenance(first)
-    if provenance is not None:
-        return Table("jsonl", provenance, _json_lines_rows(handle, name))
+    header = _json_lines_header(first)
+    if header is not None:
+        rows = _json_lines_rows(handle, name)
+        return Table("jsonl", header["provenance"], rows, target_fmt=header.get("format"))
     return _parse_json_document(first + handle.read(), name)
 
 
@@ -119,14 +135,14 @@ def _tsv_rows(
         yield dict(zip(columns, map(unescape_tsv, values)))
 
 
-def _json_lines_provenance(first: str) -> dict[str, str] | None:
-    """The provenance if ``first`` is a JSON Lines header line, else None (a JSON document)."""
+def _json_lines_header(first: str) -> dict[str, Any] | None:
+    """``first`` parsed if it is a JSON Lines header line, else None (a JSON document)."""
     try:
         header = json.loads(first)
     except json.JSONDecodeError:
         return None
-    if isinstance(header, dict) and list(header) == ["provenance"]:
-        return header["provenance"]
+    if isinstance(header, dict) and list(header) in (["provenance"], ["provenance", "format"]):
+        return header
     return None
 
 

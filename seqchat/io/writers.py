@@ -3,11 +3,14 @@
 A file is written as ``<path>.partial``, one flushed row at a time, and
 renamed onto ``<path>`` only when the run finishes cleanly. An interrupted
 run therefore never leaves a complete-looking but truncated output, and its
-partial file lets ``--resume`` continue where it stopped.
+partial file lets ``--resume`` continue where it stopped. A run holds an
+exclusive lock on its partial file until it ends, so that a second run for
+the same output fails at once instead of writing into it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sys
@@ -20,6 +23,7 @@ from seqchat.io.tables import (
     OutputError,
     OutputFormatError,
     escape_tsv,
+    escape_tsv_comment,
     open_table_file,
     parse_table,
 )
@@ -30,14 +34,16 @@ __all__ = [
     "OutputError",
     "OutputExistsError",
     "OutputFormatError",
+    "OutputLockedError",
     "OutputUsageError",
     "ResumeMismatchError",
     "TableWriter",
+    "interrupted_partials",
     "open_writer",
     "partial_path",
 ]
 
-ANNOTATION_COLUMNS = ("id", "length", "description", "n_tokens", "mean_logprob")
+ANNOTATION_COLUMNS = ("id", "length", "description", "n_tokens", "mean_logprob", "truncated")
 FORMATS = ("tsv", "jsonl", "json")
 STDOUT = "-"
 
@@ -56,9 +62,22 @@ class OutputUsageError(OutputError, ValueError):
     """The writer was asked for something that cannot work, e.g. resuming stdout."""
 
 
+class OutputLockedError(OutputError):
+    """Another live run is writing the same partial output."""
+
+
 def partial_path(path: str | os.PathLike[str]) -> Path:
     """Where output for ``path`` is written until the run completes."""
     return Path(f"{os.fspath(path)}.partial")
+
+
+_interrupted: list[Path] = []
+
+
+def interrupted_partials() -> tuple[Path, ...]:
+    """The partial outputs that writers of this process kept when a KeyboardInterrupt stopped
+    them, for the command line to say where the rows are."""
+    return tuple(_interrupted)
 
 
 # --- encoding ---------------------------------------------------------------
@@ -83,7 +102,8 @@ class _Encoder:
 class _TsvEncoder(_Encoder):
     def header(self, provenance: Mapping[str, str]) -> str:
         comments = "".join(
-            f"# {escape_tsv(key)}: {escape_tsv(str(value))}\n" for key, value in provenance.items()
+            f"# {escape_tsv_comment(key)}: {escape_tsv_comment(str(value))}\n"
+            for key, value in provenance.items()
         )
         return comments + _tsv_line(self.columns)
 
@@ -97,6 +117,14 @@ class _JsonLinesEncoder(_Encoder):
 
     def row(self, row: Row) -> str:
         return _json({column: row[column] for column in self.columns}) + "\n"
+
+
+class _JsonPartialEncoder(_JsonLinesEncoder):
+    """The JSON Lines partial of a JSON document; its header line says so, so that a run
+    writing JSON Lines does not resume it."""
+
+    def header(self, provenance: Mapping[str, str]) -> str:
+        return _json({"provenance": dict(provenance), "format": "json"}) + "\n"
 
 
 class _JsonEncoder(_Encoder):
@@ -127,6 +155,12 @@ _ENCODERS: dict[str, type[_Encoder]] = {
     "jsonl": _JsonLinesEncoder,
     "json": _JsonEncoder,
 }
+# JSON output is kept as JSON Lines until the end, so rows can be appended.
+_PARTIAL_ENCODERS: dict[str, type[_Encoder]] = {
+    "tsv": _TsvEncoder,
+    "jsonl": _JsonLinesEncoder,
+    "json": _JsonPartialEncoder,
+}
 
 
 def _tsv_line(values: Iterable[str]) -> str:
@@ -134,8 +168,11 @@ def _tsv_line(values: Iterable[str]) -> str:
 
 
 def _cell(value: object) -> str:
+    """A TSV cell: "" for None, JSON's spelling for booleans (as JSON output writes them)."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return value if isinstance(value, str) else str(value)
 
 
@@ -181,13 +218,13 @@ class TableWriter:
         if exc_type is None:
             self._commit()
         else:
-            self._abandon()
+            self._abandon(interrupted=issubclass(exc_type, KeyboardInterrupt))
 
     def _commit(self) -> None:
         self._stream.write(self._encoder.footer())
         self._stream.flush()
 
-    def _abandon(self) -> None:
+    def _abandon(self, interrupted: bool) -> None:
         """Leave the stream as it is: every row is already flushed, and an
         unterminated JSON document shows that the run failed."""
 
@@ -210,15 +247,19 @@ class _PartialFileWriter(TableWriter):
     def _commit(self) -> None:
         self._stream.flush()
         os.fsync(self._stream.fileno())
-        self._stream.close()
         partial = partial_path(self._target)
-        if self._fmt == "json":
-            _publish_json(partial, self._target)
-        else:
-            os.replace(partial, self._target)
+        try:
+            if self._fmt == "json":
+                _publish_json(partial, self._target)
+            else:
+                os.replace(partial, self._target)
+        finally:
+            self._stream.close()  # releases the lock only once the partial is gone
 
-    def _abandon(self) -> None:
+    def _abandon(self, interrupted: bool) -> None:
         self._stream.close()
+        if interrupted:
+            _interrupted.append(partial_path(self._target))
 
 
 def open_writer(
@@ -259,7 +300,9 @@ def open_writer(
         raise OutputUsageError("resuming needs an 'id' column to know which sequences are done")
     target = Path(path)
     _check_not_written(target, force=force, resume=resume)
-    return _open_partial(target, fmt, columns, provenance, resume=resume, resume_keys=resume_keys)
+    return _open_partial(
+        target, fmt, columns, provenance, resume=resume, force=force, resume_keys=resume_keys
+    )
 
 
 def check_output_path(path: str | os.PathLike[str], *, force: bool, resume: bool) -> None:
@@ -269,6 +312,9 @@ def check_output_path(path: str | os.PathLike[str], *, force: bool, resume: bool
 
 
 def _check_not_written(target: Path, *, force: bool, resume: bool) -> None:
+    partial = partial_path(target)
+    if _is_locked(partial):
+        raise OutputLockedError(_locked_message(partial))
     if force:
         return
     if target.exists():
@@ -277,7 +323,6 @@ def _check_not_written(target: Path, *, force: bool, resume: bool) -> None:
                 f"{target} is already complete, nothing to resume (use --force to overwrite it)"
             )
         raise OutputExistsError(f"{target} already exists (use --force to overwrite it)")
-    partial = partial_path(target)
     if partial.exists() and not resume:
         raise OutputExistsError(
             f"{partial} exists from an interrupted run "
@@ -292,21 +337,102 @@ def _open_partial(
     provenance: dict[str, str],
     *,
     resume: bool,
+    force: bool,
     resume_keys: Sequence[str],
 ) -> _PartialFileWriter:
-    # JSON output is kept as JSON Lines until the end, so rows can be appended.
-    partial_fmt = "tsv" if fmt == "tsv" else "jsonl"
-    encoder = _ENCODERS[partial_fmt](columns)
+    encoder = _PARTIAL_ENCODERS[fmt](columns)
     partial = partial_path(target)
-    if resume and partial.exists() and _drop_incomplete_line(partial) > 0:
-        completed = _resumable_ids(partial, partial_fmt, columns, provenance, resume_keys)
-        stream = open(partial, "a", encoding="utf-8", newline="")
-    else:
-        completed = frozenset()
-        stream = open(partial, "w", encoding="utf-8", newline="")
-        stream.write(encoder.header(provenance))
-        stream.flush()
+    stream = open(_claim(partial, resume=resume, force=force), "a", encoding="utf-8", newline="")
+    try:
+        if resume and _drop_incomplete_line(partial) > 0:
+            completed = _resumable_ids(partial, fmt, columns, provenance, resume_keys)
+        else:
+            completed = frozenset()
+            stream.write(encoder.header(provenance))
+            stream.flush()
+    except BaseException:
+        stream.close()
+        raise
     return _PartialFileWriter(stream, encoder, completed, target, fmt)
+
+
+# --- one run per partial file -------------------------------------------------
+# The lock is flock(2)'s, on the open file: the kernel drops it when the run ends, however it
+# ends, so a partial left by a killed run is never mistaken for a live one.
+
+_WRITE = os.O_WRONLY | os.O_APPEND
+
+
+def _locked_message(partial: Path) -> str:
+    return (
+        f"{partial}: another seqchat run is writing this file "
+        "(wait for it to finish, or write to another output)"
+    )
+
+
+def _is_locked(partial: Path) -> bool:
+    """Whether a live run holds ``partial``."""
+    try:
+        fd = os.open(partial, os.O_RDONLY)
+    except OSError:  # absent; one that cannot be opened is reported when it is claimed
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _claim(partial: Path, *, resume: bool, force: bool) -> int:
+    """Open ``partial`` for appending, locked for this run: the existing file when resuming,
+    else a new one, created exclusively (after ``force`` removed a leftover no run holds)."""
+    try:
+        if resume and partial.exists():
+            fd = os.open(partial, _WRITE)
+        else:
+            if force:
+                _remove_leftover(partial)
+            fd = os.open(partial, _WRITE | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:  # another run created it since it was checked
+        raise OutputLockedError(_locked_message(partial)) from None
+    except OSError as error:
+        raise OutputError(f"{partial}: cannot be written ({error.strerror})") from None
+    _lock(fd, partial)
+    return fd
+
+
+def _lock(fd: int, partial: Path) -> None:
+    """Take the lock on ``fd``, opened on ``partial``, or close it and fail.
+
+    Once locked, the file must still be the one at that path: the run that held it may have
+    finished and renamed it, or a ``--force`` run replaced it, between the open and the lock.
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        ours = os.path.samestat(os.fstat(fd), os.stat(partial))
+    except (BlockingIOError, FileNotFoundError):
+        ours = False
+    except OSError as error:
+        os.close(fd)
+        raise OutputError(f"{partial}: cannot be locked ({error.strerror})") from None
+    if not ours:
+        os.close(fd)
+        raise OutputLockedError(_locked_message(partial))
+
+
+def _remove_leftover(partial: Path) -> None:
+    """Delete the partial output of a run that is over; fail if a live run holds it."""
+    try:
+        fd = os.open(partial, _WRITE)
+    except FileNotFoundError:
+        return
+    _lock(fd, partial)
+    try:
+        partial.unlink()
+    finally:
+        os.close(fd)
 
 
 def _drop_incomplete_line(path: Path) -> int:
@@ -331,10 +457,10 @@ def _resumable_ids(
     cannot = f"{partial}: cannot resume:"
     with open_table_file(partial) as handle:
         table = parse_table(handle, str(partial))
-        if table.fmt != fmt:
-            raise ResumeMismatchError(
-                f"{cannot} it holds {table.fmt} output, this run writes {fmt}"
-            )
+        written = table.target_fmt or table.fmt
+        # Unmarked JSON Lines may also be a JSON run's partial from before they were marked.
+        if written != fmt and (written, fmt) != ("jsonl", "json"):
+            raise ResumeMismatchError(f"{cannot} it holds {written} output, this run writes {fmt}")
         for key in resume_keys:
             before, now = table.provenance.get(key), provenance.get(key)
             if before != now:

@@ -5,11 +5,16 @@ before it becomes the prefix tokens, the text after it the suffix tokens, and th
 tokens sit between them. Training builds `inputs_embeds` from the same layout (and the same
 tokenizer: llama.cpp's, reading the GGUF's vocabulary), so the model learns exactly the
 positions it is served at.
+
+A user turn may hold `{evidence}` after `{sequence}`: text that differs per sequence (the
+closest reference hits). It sits in the suffix, so the prefix is still shared by every
+sequence and decoded once; `PromptLayout.suffix_for` renders one sequence's suffix, the
+same call in training and serving.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,7 +22,10 @@ from seqchat.errors import SeqchatError
 
 SEQUENCE_FIELD = "{sequence}"
 QUESTION_FIELD = "{question}"
+EVIDENCE_FIELD = "{evidence}"
 _SENTINEL = "\u0000SEQCHAT-SEQUENCE\u0000"
+_EVIDENCE_SENTINEL = "\u0000SEQCHAT-EVIDENCE\u0000"
+DEFAULT_EVIDENCE_TOKENS = 160
 
 Tokenize = Callable[[str, bool], list[int]]
 """tokenize(text, add_bos) -> token ids, parsing special tokens."""
@@ -30,17 +38,34 @@ class PromptError(SeqchatError):
 @dataclass(frozen=True)
 class PromptSpec:
     """`user` is the user turn, with `{sequence}` where the soft tokens go and optionally
-    `{question}`; `question` is the default question."""
+    `{question}` and, after the sequence, `{evidence}`; `question` is the default question;
+    `evidence_tokens` bounds the evidence text of one sequence."""
 
     user: str = SEQUENCE_FIELD
     question: str = ""
     system: str | None = None
+    evidence_tokens: int = DEFAULT_EVIDENCE_TOKENS
+
+    @property
+    def grounded(self) -> bool:
+        """Whether the prompt shows each sequence's evidence."""
+        return EVIDENCE_FIELD in self.user
 
 
 @dataclass(frozen=True)
 class PromptLayout:
     prefix_ids: tuple[int, ...]
     suffix_ids: tuple[int, ...]
+    """The suffix of a prompt without evidence (with the empty string for `{evidence}`)."""
+    evidence_texts: tuple[str, str] | None = None
+    """The rendered text between the sequence and the evidence, and after the evidence."""
+
+    def suffix_for(self, evidence: str, tokenize: Tokenize) -> tuple[int, ...]:
+        """One sequence's suffix tokens, with its evidence text in place."""
+        if self.evidence_texts is None:
+            return self.suffix_ids
+        between, after = self.evidence_texts
+        return tuple(tokenize(between + evidence + after, False))
 
 
 def render_chat(chat_template: str, messages: list[dict[str, str]]) -> str:
@@ -75,6 +100,7 @@ def build_layout(
 ) -> PromptLayout:
     """Token ids before and after the soft tokens, for one question."""
     content = user_text(spec, question).replace(SEQUENCE_FIELD, _SENTINEL)
+    content = content.replace(EVIDENCE_FIELD, _EVIDENCE_SENTINEL)
     messages = [{"role": "user", "content": content}]
     if spec.system:
         messages.insert(0, {"role": "system", "content": spec.system})
@@ -82,7 +108,31 @@ def build_layout(
     if rendered.count(_SENTINEL) != 1:
         raise PromptError("chat template must place the user message exactly once")
     before, after = rendered.split(_SENTINEL)
-    return PromptLayout(tuple(tokenize(before, True)), tuple(tokenize(after, False)))
+    if _EVIDENCE_SENTINEL in before:
+        raise PromptError(f"prompt 'user' must put {EVIDENCE_FIELD} after {SEQUENCE_FIELD}")
+    if after.count(_EVIDENCE_SENTINEL) > 1:
+        raise PromptError(f"prompt 'user' may hold {EVIDENCE_FIELD} once")
+    prefix_ids = tuple(tokenize(before, True))
+    if _EVIDENCE_SENTINEL not in after:
+        return PromptLayout(prefix_ids, tuple(tokenize(after, False)))
+    between, tail = after.split(_EVIDENCE_SENTINEL)
+    return PromptLayout(prefix_ids, tuple(tokenize(between + tail, False)), (between, tail))
+
+
+def fit_evidence(lines: Sequence[str], tokenize: Tokenize, budget: int) -> str:
+    """As many of `lines` (best first) as fit in `budget` tokens, one a line; the first is
+    cut at a word to fit when even it is longer."""
+    kept: list[str] = []
+    for line in lines:
+        if len(tokenize("\n".join([*kept, line]), False)) > budget:
+            break
+        kept.append(line)
+    if kept or not lines:
+        return "\n".join(kept)
+    words = lines[0].split()
+    while words and len(tokenize(" ".join(words), False)) > budget:
+        words.pop()
+    return " ".join(words)
 
 
 class Vocabulary(Protocol):

@@ -29,13 +29,16 @@ _PREFIX_SEQ = 0
 
 @dataclass(frozen=True)
 class DecodingSettings:
-    """How tokens are chosen. temperature 0 is greedy; `ignore_eos` (benchmarks) always
-    generates `max_new_tokens`."""
+    """How tokens are chosen. temperature 0 is greedy; `no_repeat_ngram` n > 0 never
+    generates an n-gram of tokens twice in one answer (a small model otherwise loops:
+    "a ribosomal protein that ...; a ribosomal protein that ..."); `ignore_eos`
+    (benchmarks) always generates `max_new_tokens`."""
 
     max_new_tokens: int = 64
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
+    no_repeat_ngram: int = 0
     ignore_eos: bool = False
 
 
@@ -67,6 +70,20 @@ class _Slot:
     next_logits: np.ndarray
     generated: list[int]
     logprobs: list[float]
+
+
+def repeated_ngram_ends(generated: Sequence[int], n: int) -> list[int]:
+    """The tokens that would complete an n-gram already in `generated` (none when n < 1)."""
+    if n < 1 or len(generated) < n - 1:
+        return []
+    if n == 1:
+        return sorted(set(generated))
+    tail = tuple(generated[len(generated) - n + 1:])
+    return sorted({
+        generated[i + n - 1]
+        for i in range(len(generated) - n + 1)
+        if tuple(generated[i:i + n - 1]) == tail
+    })
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -260,8 +277,13 @@ class GgufRuntime:
         )
 
     def _choose(self, slot: _Slot, settings: DecodingSettings) -> int:
+        """The next token; its log-probability under the model's own distribution (before
+        any n-gram ban) is what `mean_logprob` averages."""
         logits = slot.next_logits.astype(np.float64)
         logprobs = log_softmax(logits)
+        banned = repeated_ngram_ends(slot.generated, settings.no_repeat_ngram)
+        if banned:
+            logits[banned] = -np.inf
         if settings.temperature <= 0:
             token = int(np.argmax(logits))
         else:

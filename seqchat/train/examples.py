@@ -25,6 +25,11 @@ class Example:
     sequence: str
     answer: str
     question: str | None = None
+    id: str = ""
+    family: str = ""
+    """The row's Rfam family (`family` or `rfam_acc`), for leaving whole families out."""
+    evidence: str | None = None
+    """The evidence text its prompt shows, when the bundle's prompt is grounded."""
 
 
 def _json_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -85,12 +90,13 @@ def load_examples(paths: Sequence[str], stage: Stage) -> list[Example]:
                 sequence = canonical_sequence(str(row["sequence"]))
             except SequenceInputError as error:
                 raise TrainingError(f"{path}:{number}: {error}") from error
+            identity = str(row.get("id", "")), str(row.get("family") or row.get("rfam_acc") or "")
             if stage == "align":
-                examples.append(Example(sequence, str(row["text"]).strip()))
+                examples.append(Example(sequence, str(row["text"]).strip(), None, *identity))
             else:
-                examples.append(
-                    Example(sequence, str(row["answer"]).strip(), str(row["question"]).strip())
-                )
+                examples.append(Example(
+                    sequence, str(row["answer"]).strip(), str(row["question"]).strip(), *identity
+                ))
     if not examples:
         raise TrainingError(f"{', '.join(paths)}: no training examples")
     return examples

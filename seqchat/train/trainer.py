@@ -39,6 +39,7 @@ from seqchat.train.chain import (
     fresh_encoder,
     load_training_llm,
 )
+from seqchat.train.evidence import with_evidence
 from seqchat.train.examples import (
     Example,
     Stage,
@@ -76,6 +77,8 @@ class TrainSettings:
     max_target_tokens: int = 96
     question: str | None = None
     resume: bool = False
+    reference: str | None = None
+    """The training set's own reference set, searched for the evidence of a grounded prompt."""
     threads: int | None = None
     device: str = "auto"
 
@@ -127,6 +130,8 @@ class Trainer:
         self.val_examples = self.val_examples[: settings.val_max_examples]
         self.vocabulary = GgufVocabulary.load(self.base.llm_path)
         self.prompt = self._prompt_spec()
+        if self.prompt.grounded:
+            self.train_examples, self.val_examples = self._grounded(self.train_examples), self._grounded(self.val_examples)
         self._layouts: dict[str | None, PromptLayout] = {}
         torch.manual_seed(settings.seed)
         self.chain = self._build_chain().to(self.device)
@@ -142,12 +147,21 @@ class Trainer:
 
     # set-up
 
+    def _grounded(self, examples: list[Example]) -> list[Example]:
+        reference = Path(self.settings.reference) if self.settings.reference else None
+        self.log(f"searching the evidence of {len(examples)} examples")
+        return with_evidence(
+            examples, reference, self.prompt, self.vocabulary.tokenize,
+            threads=self.settings.threads or 1,
+        )
+
     def _prompt_spec(self) -> PromptSpec:
         if self.settings.stage == "align":
-            return replace(self.base.prompt, user="{sequence}", question="")
+            user = "{sequence}\n{evidence}" if self.base.prompt.grounded else "{sequence}"
+            return replace(self.base.prompt, user=user, question="")
         user = self.base.prompt.user
         if "{question}" not in user:
-            user = "{sequence}\n{question}"
+            user = f"{user}\n{{question}}"
         question = self.settings.question or self.base.prompt.question or "Describe this sequence."
         return replace(self.base.prompt, user=user, question=question)
 
@@ -226,10 +240,19 @@ class Trainer:
         ids = self.vocabulary.tokenize(answer, False)[: self.settings.max_target_tokens - 1]
         return ids + [self.vocabulary.eos_id]
 
+    def example_layout(self, example: Example) -> PromptLayout:
+        """The example's prompt layout, its evidence in the suffix as serving puts it."""
+        layout = self.layout(example.question)
+        if example.evidence is None:
+            return layout
+        return PromptLayout(
+            layout.prefix_ids, layout.suffix_for(example.evidence, self.vocabulary.tokenize)
+        )
+
     def _batch_inputs(self, examples: Sequence[Example]) -> tuple[list[str], list[PromptLayout], list[list[int]]]:
         return (
             [e.sequence for e in examples],
-            [self.layout(e.question) for e in examples],
+            [self.example_layout(e) for e in examples],
             [self.target_ids(e.answer) for e in examples],
         )
 
@@ -413,7 +436,12 @@ class Trainer:
             "user": self.prompt.user,
             "question": self.prompt.question,
             **({"system": self.prompt.system} if self.prompt.system else {}),
+            **({"evidence_tokens": self.prompt.evidence_tokens} if self.prompt.grounded else {}),
         }
+        if base.reference is not None:  # the reference served beside the new weights
+            copy = shutil.copytree if base.reference.is_dir() else shutil.copy
+            copy(base.reference, out / base.reference.name)
+            config["reference"] = base.reference.name
         config["training"] = {
             "stage": self.settings.stage,
             "steps": self.state.step,
