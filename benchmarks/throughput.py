@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seqchat.annotate import Annotator, load_runtime_pool
+from seqchat.annotate import Annotator
+from seqchat.loading import load_runtime_pool
 from seqchat.bundle import load_bundle
 from seqchat.llm.prompt import layout_for
 from seqchat.llm.runtime import DecodingSettings, SoftPrompt

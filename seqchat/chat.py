@@ -46,7 +46,7 @@ from seqchat.llm.prompt import (
 from seqchat.llm.runtime import DecodingSettings, GgufRuntime, SoftPrompt, _Slot
 
 if TYPE_CHECKING:
-    from seqchat.annotate import SoftTokens
+    from seqchat.loading import SoftTokens
     from seqchat.bundle import Bundle
 
 CHAT_SEQ = 1
@@ -319,7 +319,7 @@ class ChatModel:
         allow_external_paths: bool = False,
         trust_remote_code: bool = False,
     ) -> ChatModel:
-        from seqchat.annotate import load_models
+        from seqchat.loading import load_models
         from seqchat.bundle import resolve_bundle
 
         bundle = resolve_bundle(

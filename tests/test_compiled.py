@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import assert_clean_failure, invoke, random_sequence, subprocess_env
 
-from seqchat.annotate import load_soft_tokenizer
+from seqchat.loading import load_soft_tokenizer
 from seqchat.bundle import CONFIG_NAME, load_bundle
 from seqchat.encode.compiled import CompiledModelError
 from seqchat.io.tables import read_table

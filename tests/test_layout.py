@@ -19,6 +19,7 @@ LAYER_OF_TOP_MODULE = {
     "system": BASE,
     "bundle": "pipeline",
     "annotate": "pipeline",
+    "loading": "pipeline",
     "chat": "pipeline",
     "repl": "interface",
 }

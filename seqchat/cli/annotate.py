@@ -12,7 +12,12 @@ from typing import Any
 import click
 
 from seqchat.cli.group import FORMATS
-from seqchat.io.compressed import DECOMPRESSION_ERRORS, MAGIC_LENGTH, compression_of, decompressed
+from seqchat.io.compressed import (
+    DECOMPRESSION_ERRORS,
+    MAGIC_LENGTH,
+    compression_of,
+    decompressed,
+)
 from seqchat.system import available_cpus
 
 
