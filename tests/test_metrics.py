@@ -280,8 +280,10 @@ def test_load_texts_round_trips_seqchat_writer(tmp_path):
             "description": "multi\nline\twith tab",
             "n_tokens": 2,
             "mean_logprob": -1.0,
+            "truncated": False,
         },
-        {"id": "y", "length": 3, "description": "back\\slash", "n_tokens": 2, "mean_logprob": -1.0},
+        {"id": "y", "length": 3, "description": "back\\slash", "n_tokens": 2, "mean_logprob": -1.0,
+         "truncated": False},
     ]
     for fmt in ("tsv", "jsonl", "json"):
         path = tmp_path / f"out.{fmt}"
