@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 data=${1:-../shared/data}
 python models/default/prepare_data.py "$data" runs/default/data
+python models/default/pack_reference.py "$data" models/default/reference.jsonl.xz
 [ -f runs/default/align/seqchat.yaml ] || seqchat finetune align --config models/default/align.yaml --resume
 [ -f runs/default/instruct/seqchat.yaml ] || seqchat finetune instruct --config models/default/instruct.yaml --resume
 # default: the stage-1 bundle (it describes sequences best on the validation split);
