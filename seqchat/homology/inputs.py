@@ -23,12 +23,12 @@ import gzip
 import json
 import lzma
 import os
-import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO
 
 from seqchat.homology.errors import ReferenceInputError
+from seqchat.io.compressed import DECOMPRESSION_ERRORS, MAGIC_LENGTH, compression_of
 from seqchat.io.sequences import SequenceInputError, canonical_sequence, read_records
 
 __all__ = ["Annotation", "RawReference", "read_annotations", "read_sequences"]
@@ -36,7 +36,8 @@ __all__ = ["Annotation", "RawReference", "read_annotations", "read_sequences"]
 _DESCRIPTION_FIELDS = ("description", "text")
 _FAMILY_FIELDS = ("family", "rfam_acc", "label")
 _SGD_GO_FIELDS = ("go_function", "go_process", "go_component")
-_DECOMPRESSORS = {b"\x1f\x8b": gzip.open, b"\xfd7zXZ": lzma.open, b"BZh": bz2.open}
+_TEXT_OPENERS = {"gzip": gzip.open, "xz": lzma.open, "bzip2": bz2.open}
+"""How a compressed text file is opened, by what `seqchat.io.compressed` recognises."""
 # Fewer ACGT/N than this means protein letters that happen to be IUPAC codes (A, C, G, T,
 # M, K, R, S, W, Y, H, D, V, B are all amino acids too).
 _MIN_PLAIN_NUCLEOTIDE_FRACTION = 0.5
@@ -222,18 +223,19 @@ def _checked(lines: IO[str], source: str) -> Iterator[str]:
         yield from lines
     except UnicodeDecodeError:
         raise ReferenceInputError(f"{source}: not a text file (binary content)") from None
-    except (EOFError, OSError, zlib.error, lzma.LZMAError) as error:
+    except DECOMPRESSION_ERRORS as error:
         raise ReferenceInputError(f"{source}: corrupt compressed data ({error})") from None
 
 
 def _open_text(source: str) -> IO[str]:
     try:
         with open(source, "rb") as probe:
-            start = probe.read(6)
-        for magic, opener in _DECOMPRESSORS.items():
-            if start.startswith(magic):
-                return opener(source, "rt", encoding="utf-8-sig")  # type: ignore[no-any-return]
-        return open(source, encoding="utf-8-sig")
+            compression = compression_of(probe.read(MAGIC_LENGTH))
+        if compression is None:
+            return open(source, encoding="utf-8-sig")
+        if compression not in _TEXT_OPENERS:
+            raise ReferenceInputError(f"{source}: {compression} input is not read here (use gzip, bzip2 or xz)")
+        return _TEXT_OPENERS[compression](source, "rt", encoding="utf-8-sig")  # type: ignore[no-any-return]
     except FileNotFoundError:
         raise ReferenceInputError(f"{source}: no such file") from None
     except IsADirectoryError:
