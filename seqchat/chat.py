@@ -27,15 +27,18 @@ from __future__ import annotations
 import codecs
 import ctypes
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import llama_cpp
 import numpy as np
 
 from seqchat.errors import SeqchatError
+from seqchat.io.sequences import SequenceRecord
 from seqchat.llm.prompt import (
+    EVIDENCE_FIELD,
     QUESTION_FIELD,
     SEQUENCE_FIELD,
     PromptSpec,
@@ -46,8 +49,12 @@ from seqchat.llm.prompt import (
 from seqchat.llm.runtime import DecodingSettings, GgufRuntime, SoftPrompt, _Slot
 
 if TYPE_CHECKING:
-    from seqchat.loading import SoftTokens
+    from pathlib import Path
+
     from seqchat.bundle import Bundle
+    from seqchat.homology.evidence import Evidence
+    from seqchat.homology.search import Hit
+    from seqchat.loading import SoftTokens
 
 CHAT_SEQ = 1
 """The llama.cpp sequence id a chat uses (0 is the runtime's reserved prefix sequence)."""
@@ -128,7 +135,9 @@ def token_bytes(runtime: GgufRuntime, token: int) -> bytes:
 
 class Chat:
     """A conversation about one sequence (its soft-token matrix `embeddings`) in sequence
-    `seq_id` of `runtime`. The conversation may hold `runtime.n_ctx_per_slot` tokens."""
+    `seq_id` of `runtime`. The conversation may hold `runtime.n_ctx_per_slot` tokens.
+    `evidence` is the sequence's evidence text, shown where a grounded prompt has
+    `{evidence}` (`seqchat.annotate.evidence_text`, as annotate shows it)."""
 
     def __init__(
         self,
@@ -139,6 +148,7 @@ class Chat:
         decoding: DecodingSettings = DecodingSettings(),
         seq_id: int = CHAT_SEQ,
         key: str = "chat",
+        evidence: str = "",
     ) -> None:
         if not 0 < seq_id <= runtime.n_parallel:
             raise ChatError(f"sequence id {seq_id} is not a slot of this runtime")
@@ -151,6 +161,7 @@ class Chat:
         self.decoding = decoding
         self.seq_id = seq_id
         self.key = key
+        self.evidence = evidence
         self.turns: list[Turn] = []
         self.n_past = 0
         self._template = template
@@ -183,6 +194,7 @@ class Chat:
         for number, turn in enumerate(self.turns):
             if number == 0:
                 content = user_text(self.spec, turn.question).replace(SEQUENCE_FIELD, show_sequence)
+                content = content.replace(EVIDENCE_FIELD, self.evidence)
             else:
                 content = turn.question
             messages.append({"role": "user", "content": content})
@@ -200,9 +212,11 @@ class Chat:
             raise ChatError("the question is empty")
         self._close_open()
         if not self.turns:
-            layout = layout_for(self.runtime.vocabulary, self.spec, question)
+            vocabulary = self.runtime.vocabulary
+            layout = layout_for(vocabulary, self.spec, question)
+            suffix = layout.suffix_for(self.evidence, vocabulary.tokenize)
             parts: list[list[int] | np.ndarray] = [
-                list(layout.prefix_ids), self.embeddings, list(layout.suffix_ids)
+                list(layout.prefix_ids), self.embeddings, list(suffix)
             ]
         else:
             text = turn_text(self._template, self.messages(), question)
@@ -299,13 +313,19 @@ class Chat:
 
 @dataclass
 class ChatModel:
-    """A bundle's models loaded for chatting: one runtime sequence, soft tokens on demand."""
+    """A bundle's models loaded for chatting: one runtime sequence, soft tokens and
+    reference hits on demand. The reference sets searched are the bundle's own (unless
+    `bundle_reference` is False) and `references`, as `Annotator.load` takes them."""
 
     bundle: Bundle
     soft_tokenizer: SoftTokens
     runtime: GgufRuntime
     decoding: DecodingSettings
+    references: tuple[str | Path, ...] = ()
+    bundle_reference: bool = True
+    threads: int = 1
     _soft_tokens: dict[str, np.ndarray] = field(default_factory=dict)
+    _hits: dict[str, tuple[Hit, ...]] = field(default_factory=dict)
 
     @classmethod
     def load(
@@ -318,9 +338,12 @@ class ChatModel:
         decoding: DecodingSettings | None = None,
         allow_external_paths: bool = False,
         trust_remote_code: bool = False,
+        references: Iterable[str | Path] = (),
+        bundle_reference: bool = True,
     ) -> ChatModel:
-        from seqchat.loading import load_models
         from seqchat.bundle import resolve_bundle
+        from seqchat.loading import load_models
+        from seqchat.system import available_cpus
 
         bundle = resolve_bundle(
             bundle, allow_external_paths=allow_external_paths, trust_remote_code=trust_remote_code
@@ -328,7 +351,21 @@ class ChatModel:
         soft_tokenizer, runtime = load_models(
             bundle, device=device, threads=threads, parallel=1, n_ctx_per_slot=context
         )
-        return cls(bundle, soft_tokenizer, runtime, decoding or bundle.decoding)
+        return cls(
+            bundle, soft_tokenizer, runtime, decoding or bundle.decoding, tuple(references),
+            bundle_reference, threads or available_cpus(),
+        )
+
+    @cached_property
+    def evidence(self) -> Evidence | None:
+        """The reference sets searched, loaded at first use: indexing a bundle's reference
+        takes seconds the first time, which a session that never asks for hits (with an
+        ungrounded bundle) does not wait for. None when there are none."""
+        from seqchat.homology.evidence import Evidence
+        from seqchat.loading import bundle_references
+
+        own = bundle_references(self.bundle, self.threads) if self.bundle_reference else []
+        return Evidence.load([*own, *self.references], threads=self.threads)
 
     def soft_tokens(self, sequence: str) -> np.ndarray:
         """The soft-token matrix of a canonical sequence (computed once per sequence)."""
@@ -336,11 +373,28 @@ class ChatModel:
             self._soft_tokens[sequence] = self.soft_tokenizer([sequence])[0]
         return self._soft_tokens[sequence]
 
+    def hits(self, sequence: str) -> tuple[Hit, ...] | None:
+        """The reference hits of a canonical sequence, best first (searched once per
+        sequence); None when no reference is searched."""
+        if self.evidence is None:
+            return None
+        if sequence not in self._hits:
+            ((_record, found),) = self.evidence.searched([SequenceRecord("chat", "", sequence, "", 0)])
+            self._hits[sequence] = found
+        return self._hits[sequence]
+
     def chat(self, sequence: str, key: str = "chat") -> Chat:
-        """A new conversation about `sequence` (a previous chat's cache is taken over)."""
+        """A new conversation about `sequence` (a previous chat's cache is taken over); a
+        grounded prompt shows its hits as annotate does."""
+        evidence = ""
+        if self.bundle.prompt.grounded:
+            from seqchat.annotate import evidence_text
+
+            tokenize = self.runtime.vocabulary.tokenize
+            evidence = evidence_text(self.hits(sequence) or (), self.bundle.prompt, tokenize)
         return Chat(
             self.runtime, self.bundle.prompt, self.soft_tokens(sequence),
-            decoding=self.decoding, key=key,
+            decoding=self.decoding, key=key, evidence=evidence,
         )
 
     def close(self) -> None:

@@ -88,6 +88,7 @@ def _load_compiled(bundle: Bundle) -> SoftTokens:
         {name: sha256_file(files[name]) for name in soft_tokenizer.info.sources if name in files},
         bundle.root,
     )
+    soft_tokenizer.check_encoder(bundle.encoder, bundle.root)
     return soft_tokenizer
 
 

@@ -47,9 +47,10 @@ lines, then an empty line), then ask questions about it in plain words.
 
   :seqs          list the loaded sequences (* marks the current one)
   :use ID        talk about sequence ID (starts a new conversation)
+  :hits          the current sequence's reference hits (the evidence annotate shows)
   :load FILE     load the sequences of a FASTA file (plain or gzip)
   :reset         forget the current conversation
-  :save FILE     write every turn of this session to FILE (Markdown)
+  :save FILE     write every turn of this session to FILE (Markdown; :save! overwrites)
   :help          this text
   :quit          leave (or Ctrl-D)
 
@@ -271,12 +272,14 @@ class Repl:
             if not argument:
                 raise SeqchatError("usage: :load FILE")
             self.load(argument)
+        elif name == "hits":
+            self.show_hits()
         elif name == "reset":
             self.reset()
-        elif name == "save":
+        elif name in ("save", "save!"):
             if not argument:
-                raise SeqchatError("usage: :save FILE")
-            self.save(argument)
+                raise SeqchatError("usage: :save FILE (or :save! FILE to overwrite it)")
+            self.save(argument, overwrite=name == "save!")
         else:
             raise SeqchatError(f"unknown command :{name} (:help lists the commands)")
         return True
@@ -289,6 +292,26 @@ class Repl:
             mark = "*" if self.current is not None and record.id == self.current.id else " "
             description = f"  {record.description}" if record.description else ""
             print(f"{mark} {record.id}\t{record.length} nt{description}", file=self.out)
+        self.out.flush()
+
+    def show_hits(self) -> None:
+        """The current sequence's hits, best first, with the columns annotate writes of the
+        best one; a grounded prompt shows the model the same hits."""
+        if self.current is None:
+            raise SeqchatError("no sequence yet: paste one, :load FILE or :use ID")
+        hits = self.model.hits(self.current.sequence)
+        if hits is None:
+            raise SeqchatError("no reference is searched (the bundle has none; see --reference)")
+        if not hits:
+            self.say(f"{self.current.id}: no reference hit passes the E-value cut-off")
+            return
+        from seqchat.homology.evidence import evidence_cells, hit_name
+
+        print("hit\treference\tidentity\tcoverage\tevalue\tname", file=self.out)
+        for number, hit in enumerate(hits, 1):
+            cells = evidence_cells([hit])
+            print(f"{number}\t{cells['top_hit']}\t{cells['identity']}\t{cells['coverage']}\t"
+                  f"{cells['evalue']}\t{printable(hit_name(hit.description))}", file=self.out)
         self.out.flush()
 
     def ask(self, question: str) -> None:
@@ -348,8 +371,11 @@ class Repl:
                 lines += ["", f"**You:** {turn.question}", "", f"**seqchat:** {printable(turn.answer)}{note}"]
         return "\n".join(lines) + "\n"
 
-    def save(self, path: str) -> None:
+    def save(self, path: str, overwrite: bool = False) -> None:
+        """Write the transcript; an existing file is kept unless `overwrite` (`:save!`)."""
         target = Path(os.path.expanduser(path))
+        if target.exists() and not overwrite:
+            raise SeqchatError(f"{path} exists; :save! {path} overwrites it")
         n_turns = sum(len(c.turns) for c in self.conversations)
         temporary = target.with_name(f".{target.name}.partial")
         try:
@@ -408,6 +434,8 @@ def run_repl(
     history: Path | None,
     allow_external_paths: bool = False,
     trust_remote_code: bool = False,
+    references: Iterable[str | Path] = (),
+    bundle_reference: bool = True,
     stdin: TextIO | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
@@ -434,6 +462,8 @@ def run_repl(
         threads=threads,
         context=context,
         decoding=with_decoding(bundle.decoding, **decoding_overrides),
+        references=references,
+        bundle_reference=bundle_reference,
     )
     with model:
         repl = Repl(model, stdout, stderr, interactive)

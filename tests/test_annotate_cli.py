@@ -27,8 +27,11 @@ from conftest import (
 )
 from seqchat.io.tables import read_table
 from seqchat.io.writers import partial_path
+from seqchat.system import available_cpus
 
-COLUMNS = ["id", "length", "description", "n_tokens", "mean_logprob", "truncated"]
+NEEDS_TWO_CPUS = pytest.mark.skipif(available_cpus() < 2, reason="--threads 2 needs two CPUs")
+
+COLUMNS = ["id", "length", "description", "n_tokens", "mean_logprob", "truncated", "confidence"]
 
 
 def annotate(bundle: Path, inputs: list[str], output: Path, *extra: str):
@@ -298,7 +301,7 @@ def test_leftover_partial_needs_resume_or_force(tiny_bundle: Path, small_fasta: 
 # --- bad input ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("threads", ["1", "2"])  # with 2, a worker thread meets the error
+@pytest.mark.parametrize("threads", ["1", pytest.param("2", marks=NEEDS_TWO_CPUS)])
 def test_bad_input_in_process(tiny_bundle: Path, small_records, tmp_path: Path, threads: str) -> None:
     write_fasta(tmp_path / "a.fa", small_records[:3])
     write_fasta(tmp_path / "b.fa", [("s0001", "ACGT"), ("other", "ACGU")])
@@ -306,7 +309,7 @@ def test_bad_input_in_process(tiny_bundle: Path, small_records, tmp_path: Path, 
     cases = {
         "gap": (["gap.fa"], ["gap.fa", "'aligned'", "'-'", "position 3", "gaps"]),
         "missing": (["nope.fa"], ["nope.fa", "no such file"]),
-        # Found only when the second file is read, after the models have loaded.
+        # Found when the second file is read through, before the models load.
         "duplicate": (["a.fa", "b.fa"], ["b.fa", "duplicate", "'s0001'", "a.fa"]),
     }
     for name, (inputs, words) in cases.items():
@@ -449,6 +452,7 @@ def batch_runs(tiny_bundle: Path, mixed_fasta: Path, tmp_path_factory: pytest.Te
     return texts
 
 
+@NEEDS_TWO_CPUS
 def test_threads_do_not_change_the_output(tiny_bundle: Path, small_fasta: Path, tmp_path: Path) -> None:
     texts = []
     for threads in ("1", "2"):

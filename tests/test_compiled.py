@@ -15,24 +15,14 @@ import numpy as np
 import pytest
 from conftest import assert_clean_failure, invoke, random_sequence, subprocess_env
 
-from seqchat.loading import load_soft_tokenizer
 from seqchat.bundle import CONFIG_NAME, load_bundle
 from seqchat.encode.compiled import CompiledModelError
 from seqchat.io.tables import read_table
+from seqchat.loading import load_soft_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 WINDOW = 64  # the tiny encoder's 68 positions less the reserve
-
-
-@pytest.fixture(scope="module")
-def compiled_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    copy = tmp_path_factory.mktemp("compiled") / "tiny"
-    shutil.copytree(tiny_bundle, copy)
-    result = invoke(["models", "compile", str(copy)])
-    assert result.exit_code == 0, result.stderr
-    assert "wrote" in result.stdout and "encoder.onnx" in result.stdout
-    return copy
 
 
 def sequences(lengths: list[int], seed: int = 0) -> list[str]:
@@ -174,3 +164,32 @@ def test_metadata_records_the_source_weights(compiled_bundle: Path) -> None:
     assert info["sources"] == {name: digests[name] for name in info["sources"]}
     assert "projector" in info["sources"] and "encoder/model.safetensors" in info["sources"]
     assert info["window"] == WINDOW
+
+
+@pytest.mark.parametrize("path", ["compiled", "pytorch"])
+def test_answers_are_bit_identical_whatever_parallel_and_threads(
+    tiny_bundle: Path, compiled_bundle: Path, path: str
+) -> None:
+    """At full float precision, before any rounding, on the tiny F32 bundle; answers stop at
+    different lengths, so slots are refilled and steps shrink to one sequence."""
+    from seqchat.annotate import Annotator
+    from seqchat.io.sequences import SequenceRecord
+    from seqchat.llm.runtime import DecodingSettings
+
+    bundle = compiled_bundle if path == "compiled" else tiny_bundle
+    records = [
+        SequenceRecord(f"r{i}", "", text, "test", i)
+        for i, text in enumerate(sequences([5, 200, 17, 64, 90, 33, 1, 150, 48, 65, 12, 120] * 2))
+    ]
+    answers = {}
+    for parallel, threads in [(1, 1), (3, 1), (16, 1), (4, 2)]:
+        with Annotator.load(str(bundle), threads=threads, parallel=parallel,
+                            decoding=DecodingSettings(max_new_tokens=12)) as annotator:
+            runtime_name = annotator.soft_tokenizer.runtime_name
+            assert runtime_name.startswith("onnxruntime" if path == "compiled" else "torch")
+            answers[parallel, threads] = [
+                (a.description, a.n_tokens, a.mean_logprob) for a in annotator.annotate(records)
+            ]
+    assert len({n for _d, n, _l in answers[1, 1]}) > 1  # early stops happened
+    for key, found in answers.items():
+        assert found == answers[1, 1], key

@@ -147,11 +147,13 @@ def test_grounded_annotation_writes_the_source(
                      "--max-new-tokens", "3", "-t", "1"])
     assert result.exit_code == 0, result.stderr
     _, rows = read_table(out)
-    assert list(rows[0])[-6:] == ["truncated", "top_hit", "identity", "coverage", "evalue", "source"]
+    assert list(rows[0])[-7:] == ["truncated", "top_hit", "identity", "coverage", "evalue", "source",
+                                  "confidence"]
     assert rows[0]["top_hit"] == "ref4" and rows[1]["top_hit"] is None
     for row in rows:
         assert row["source"] == "generated" or row["source"].startswith("hit:")
         assert row["truncated"] is (row["n_tokens"] == 3)
+        assert 0.0 <= row["confidence"] <= 1.0
 
 
 def test_training_shows_the_evidence_serving_shows(grounded_bundle, monkeypatch: pytest.MonkeyPatch) -> None:

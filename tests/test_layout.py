@@ -18,6 +18,8 @@ LAYER_OF_TOP_MODULE = {
     "home": BASE,
     "system": BASE,
     "bundle": "pipeline",
+    "bundle_paths": "pipeline",
+    "bundle_schema": "pipeline",
     "annotate": "pipeline",
     "loading": "pipeline",
     "chat": "pipeline",

@@ -349,3 +349,105 @@ def test_a_scripted_session_fails_on_a_bad_line_and_on_bad_input(tiny_bundle: Pa
         capture_output=True, text=True, cwd=tmp_path, env=repl_env(tmp_path), timeout=60,
     )
     assert missing.returncode == 2 and "missing.fa" in missing.stderr
+
+
+# --- evidence: :hits and the grounded prompt ------------------------------------------------
+
+
+@pytest.fixture
+def grounded_bundle(bundle_copy, tmp_path: Path) -> tuple[Path, Path]:
+    """The tiny bundle with {evidence} in its prompt, a reference holding the first query
+    of the FASTA, and nothing like the second."""
+    import json
+    import random
+
+    import yaml
+
+    rng = random.Random(3)
+    references = [{"id": f"ref{i}", "sequence": "".join(rng.choice("ACGT") for _ in range(200)),
+                   "description": f"family {i} RNA. Rfam RNA type: Gene."} for i in range(12)]
+    bundle = bundle_copy()
+    (bundle / "refs.jsonl").write_text("".join(json.dumps(row) + "\n" for row in references))
+    config = yaml.safe_load((bundle / "seqchat.yaml").read_text())
+    config["prompt"].update(user="{sequence}\n{evidence}\n{question}", question="Describe this sequence.",
+                            evidence_tokens=48)
+    config["reference"] = "refs.jsonl"
+    (bundle / "seqchat.yaml").write_text(yaml.safe_dump(config))
+    fasta = write_fasta(tmp_path / "q.fa", [("q1", references[4]["sequence"]), ("q2", "ACGT" * 30)])
+    return bundle, fasta
+
+
+def test_a_grounded_chat_decodes_what_annotate_decodes(grounded_bundle, tmp_path: Path, monkeypatch) -> None:
+    """Turn 1 of a chat about a sequence shows its hits as annotate's prompt does, and so
+    generates the same tokens."""
+    from seqchat.annotate import Annotator
+    from seqchat.io.sequences import read_records
+
+    bundle, fasta = grounded_bundle
+    monkeypatch.setenv("SEQCHAT_HOME", str(tmp_path / "home"))
+    record = next(iter(read_records([str(fasta)])))
+    settings = DecodingSettings(max_new_tokens=12)
+    with ChatModel.load(str(bundle), threads=1, context=1024, decoding=settings) as model:
+        hits = model.hits(record.sequence)
+        assert hits and hits[0].reference_id == "ref4" and hits[0].identity == 100.0
+        chat = model.chat(record.sequence, key=record.id)
+        assert chat.evidence.startswith("Hit 1: family 4 RNA (100% identity")
+        list(chat.ask("Describe this sequence."))
+        assert "family 4 RNA" in chat.messages()[-2]["content"]
+        matrix = model.soft_tokens(record.sequence)
+    with Annotator.load(str(bundle), threads=1, parallel=1) as annotator:
+        [(_record, served_hits)] = list(annotator.evidence.searched([record]))
+        assert served_hits == hits
+        prompt = SoftPrompt(record.id, matrix, annotator._suffix(served_hits))
+        generation = next(annotator.runtime.generate(annotator.layout.prefix_ids, [prompt], settings))
+    assert generation.token_ids == chat.turns[0].token_ids
+
+
+def test_hits_shows_the_evidence_of_the_annotate_rows(grounded_bundle, tmp_path: Path) -> None:
+    from seqchat.io.tables import read_table
+
+    bundle, fasta = grounded_bundle
+    env = repl_env(tmp_path / "home")
+    result = subprocess.run(
+        [seqchat_executable(), *repl_args(bundle, str(fasta))],
+        input=":hits\n:use q2\n:hits\n", capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    header, *table = result.stdout.splitlines()
+    assert header.split("\t") == ["hit", "reference", "identity", "coverage", "evalue", "name"]
+    assert table and table[0].split("\t")[:2] == ["1", "ref4"] and table[0].endswith("\tfamily 4 RNA")
+    assert "q2: no reference hit passes the E-value cut-off" in result.stderr
+    out = tmp_path / "rows.tsv"
+    annotated = subprocess.run(
+        [seqchat_executable(), "annotate", str(fasta), "-m", str(bundle), "-o", str(out), "-t", "1",
+         "--max-new-tokens", "4"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )
+    assert annotated.returncode == 0, annotated.stderr
+    row = read_table(out)[1][0]
+    assert table[0].split("\t")[1:5] == [row["top_hit"], row["identity"], row["coverage"], row["evalue"]]
+
+
+def test_hits_without_a_reference_says_so(tiny_bundle: Path, chat_fasta: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [seqchat_executable(), *repl_args(tiny_bundle, str(chat_fasta))], input=":hits\n",
+        capture_output=True, text=True, cwd=tmp_path, env=repl_env(tmp_path / "home"), timeout=300,
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert "error: no reference is searched" in result.stderr
+
+
+def test_save_keeps_an_existing_transcript_unless_told(tiny_bundle: Path, chat_fasta: Path, tmp_path: Path):
+    (tmp_path / "t.md").write_text("an earlier session\n")
+
+    def session(script: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [seqchat_executable(), *repl_args(tiny_bundle, str(chat_fasta))], input=script,
+            capture_output=True, text=True, cwd=tmp_path, env=repl_env(tmp_path / "home"), timeout=300,
+        )
+
+    refused = session(":use s0001\nWhat does it do?\n:save t.md\n")
+    assert refused.returncode == 1 and ":save! t.md overwrites it" in refused.stderr
+    assert (tmp_path / "t.md").read_text() == "an earlier session\n"
+    forced = session(":use s0001\nWhat does it do?\n:save! t.md\n")
+    assert forced.returncode == 0, forced.stderr
+    assert "wrote 1 turn to" in forced.stderr and "What does it do?" in (tmp_path / "t.md").read_text()

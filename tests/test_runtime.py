@@ -286,25 +286,21 @@ def generate_all(bundle, layout, prompts, n_parallel: int, settings: DecodingSet
     return [g.key for g in generations], {g.key: g for g in generations}
 
 
-def test_batched_generation_equals_one_at_a_time(bundle, layout, real_prompts) -> None:
+def test_batched_generation_equals_one_at_a_time_to_the_last_bit(bundle, layout, real_prompts) -> None:
+    """Even with this tiny model's F32 weights, whose matrix and vector kernels round
+    differently, a sequence's arithmetic does not depend on its neighbours: every step is
+    one ubatch of two or more tokens (see GgufRuntime._step_padding)."""
     prompts = real_prompts + random_prompts(64, PROMPT_LENGTHS, layout.suffix_ids)
     settings = DecodingSettings(max_new_tokens=20)
     order_1, single = generate_all(bundle, layout, prompts, 1, settings)
-    order_4, batched = generate_all(bundle, layout, prompts, 4, settings)
-
     keys = [p.key for p in prompts]
     assert order_1 == keys  # one slot: in input order
-    assert sorted(order_4) == sorted(keys) and order_4 != keys  # four: in order of completion
     # Early stops free slots at different times, so later prompts join a running batch.
     assert {g.finish_reason for g in single.values()} == {"stop", "length"}
-    for key in keys:
-        assert batched[key].token_ids == single[key].token_ids, key
-        assert batched[key].text == single[key].text
-        assert batched[key].finish_reason == single[key].finish_reason
-        # Not to the last bit here: this tiny model's F32 weights take a matrix kernel
-        # whose rounding depends on the batch. Quantized weights, as in every real GGUF,
-        # do not; test_default_bundle.py checks the shipped model bit for bit.
-        assert batched[key].mean_logprob == pytest.approx(single[key].mean_logprob, abs=1e-6)
+    for n_parallel in (3, 4):
+        order, batched = generate_all(bundle, layout, prompts, n_parallel, settings)
+        assert sorted(order) == sorted(keys) and order != keys  # in order of completion
+        assert batched == single
 
 
 def test_generation_steps_feed_the_slots_in_ascending_order(bundle, layout, real_prompts) -> None:
@@ -323,7 +319,9 @@ def test_generation_steps_feed_the_slots_in_ascending_order(bundle, layout, real
         generations = list(rt.generate(layout.prefix_ids, real_prompts, DecodingSettings(max_new_tokens=20)))
     assert {g.finish_reason for g in generations} == {"stop", "length"}
     assert [1, 2, 3, 4] in steps
-    assert all(ids == sorted(ids) for ids in steps)
+    # One run of consecutive ids, two at least: holes and a lone slot are padded.
+    assert all(ids == list(range(ids[0], ids[0] + len(ids))) and len(ids) >= 2 for ids in steps)
+    assert [0, 1] in steps or any(ids[0] > 1 and len(ids) == 2 for ids in steps)
 
 
 def test_thread_count_does_not_change_generation(bundle, layout) -> None:

@@ -136,7 +136,7 @@ def test_annotate_shows_the_evidence_in_every_format(
                      "-o", str(out), "-f", fmt, "-t", "1", "--max-new-tokens", "4"])
     assert result.exit_code == 0, result.stderr
     provenance, rows = read_table(out)
-    assert list(rows[0])[-4:] == EVIDENCE
+    assert list(rows[0])[-5:] == [*EVIDENCE, "confidence"]
     by_id = {row["id"]: row for row in rows}
     assert by_id["own"]["top_hit"] == "ref3" and float(by_id["own"]["identity"]) == 100.0
     assert by_id["mutant"]["top_hit"] == "ref5"
@@ -150,7 +150,8 @@ def test_annotate_without_a_reference_keeps_its_columns(tiny_bundle: Path, queri
     assert invoke(["annotate", str(queries[0]), "-m", str(tiny_bundle), "-o", str(out),
                    "--max-new-tokens", "4"]).exit_code == 0
     provenance, rows = read_table(out)
-    assert list(rows[0]) == ["id", "length", "description", "n_tokens", "mean_logprob", "truncated"]
+    assert list(rows[0]) == ["id", "length", "description", "n_tokens", "mean_logprob", "truncated",
+                             "confidence"]
     assert not any(key.startswith("reference") for key in provenance)
 
 

@@ -130,16 +130,44 @@ def write_tiny_encoder(directory: Path, *, hidden_size: int = 32, seed: int = 0)
     return directory
 
 
+DNABERT2_WINDOW = 512
+"""GeneChat's window: DNABERT-2 reads a gene in 512-nt pieces."""
+
+
+def write_tiny_dnabert2_encoder(directory: Path, *, hidden_size: int = 32, seed: int = 0) -> Path:
+    """A random 2-layer DNABERT-2 (multimolecule `DnaBert2`: ALiBi attention, GeneChat's
+    encoder family) reading 512-nt windows, with a one-letter DNA tokenizer."""
+    import torch
+    from multimolecule import DnaBert2Config, DnaBert2Model, DnaTokenizer
+
+    torch.manual_seed(seed)
+    tokenizer = DnaTokenizer()
+    config = DnaBert2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=2 * hidden_size,
+        max_position_embeddings=DNABERT2_WINDOW + 4,
+        alibi_starting_size=DNABERT2_WINDOW + 4,
+    )
+    DnaBert2Model(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
 def write_tiny_bundle(
     directory: Path,
     *,
+    encoder: str = "rnafm",
     llm_path: Path | None = None,
     user: str = "{sequence}",
     question: str = "",
     max_new_tokens: int = 12,
     seed: int = 0,
 ) -> Path:
-    """A complete bundle: tiny encoder, random linear projector, tiny GGUF LLM."""
+    """A complete bundle: tiny encoder (RNA-FM, or DNABERT-2 with `encoder="dnabert2"`),
+    random linear projector, tiny GGUF LLM."""
     import shutil
 
     import torch
@@ -149,7 +177,13 @@ def write_tiny_bundle(
     from seqchat.encode.specs import ProjectorConfig
 
     directory.mkdir(parents=True, exist_ok=True)
-    write_tiny_encoder(directory / "encoder", seed=seed)
+    if encoder == "dnabert2":
+        write_tiny_dnabert2_encoder(directory / "encoder", seed=seed)
+        encoder_section = {"path": "encoder", "kind": "multimolecule", "alphabet": "dna",
+                           "window": DNABERT2_WINDOW}
+    else:
+        write_tiny_encoder(directory / "encoder", seed=seed)
+        encoder_section = {"path": "encoder", "kind": "multimolecule", "alphabet": "rna"}
     if llm_path is None:
         write_tiny_gguf(directory / "llm.gguf", seed=seed)
     else:
@@ -160,7 +194,7 @@ def write_tiny_bundle(
     bundle = {
         "format": 1,
         "name": "tiny",
-        "encoder": {"path": "encoder", "kind": "multimolecule", "alphabet": "rna"},
+        "encoder": encoder_section,
         "projector": {**config.as_dict(), "weights": "projector.safetensors"},
         "llm": {"gguf": "llm.gguf", "n_ctx_per_slot": 256},
         "prompt": {"user": user, "question": question},

@@ -12,12 +12,7 @@ from typing import Any
 import click
 
 from seqchat.cli.group import FORMATS
-from seqchat.io.compressed import (
-    DECOMPRESSION_ERRORS,
-    MAGIC_LENGTH,
-    compression_of,
-    decompressed,
-)
+from seqchat.cli.options import DEVICE, SEED, TEMPERATURE, THREADS, TOP_P
 from seqchat.system import available_cpus
 
 
@@ -34,38 +29,26 @@ def parse_shard(value: str | None) -> tuple[int, int] | None:
     return index, count
 
 
-def count_fasta_records(paths: Iterable[str]) -> int | None:
-    """Records in the inputs, for the progress bar; None unless every input is a regular file.
+def check_file_inputs(paths: Iterable[str]) -> int | None:
+    """Read every input that is a file through once, before any model loads, so that a bad
+    record is reported now and not after hours of work; a missing input or a directory is
+    reported here too. Returns the number of records, for the progress bar, when every
+    input is a regular file; None when one is stdin, a pipe (``<(...)``) or a FIFO, which
+    can be read only once: the run validates those as they stream."""
+    from seqchat.io.sequences import read_records
 
-    Stdin, a pipe (``<(...)``) or a FIFO can be read only once: counting its records first
-    would take them from the run. What cannot be read is left for the reader to report."""
     paths = list(paths)
-    if not all(map(_is_regular_file, paths)):
-        return None
-    try:
-        return sum(map(_count_records, paths))
-    except DECOMPRESSION_ERRORS:  # OSError among them
-        return None
+    files = [path for path in paths if path != "-" and not _is_stream(path)]
+    count = sum(1 for _record in read_records(files)) if files else 0
+    return count if len(files) == len(paths) else None
 
 
-def _is_regular_file(path: str) -> bool:
+def _is_stream(path: str) -> bool:
     try:
-        return path != "-" and stat.S_ISREG(os.stat(path).st_mode)
+        mode = os.stat(path).st_mode
     except OSError:
         return False
-
-
-def _count_records(path: str) -> int:
-    """Lines starting with '>' in a plain or compressed FASTA file."""
-    total, previous = 0, b"\n"
-    with open(path, "rb") as raw:
-        compression = compression_of(raw.read(MAGIC_LENGTH))
-        raw.seek(0)
-        with decompressed(raw, compression) as handle:
-            while block := handle.read(1 << 20):
-                total += block.count(b"\n>") + (previous == b"\n" and block[:1] == b">")
-                previous = block[-1:]
-    return total
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
 
 
 def progress_bar(enabled: bool, total: int | None) -> Any:
@@ -105,17 +88,17 @@ def _pending(records: Iterable[Any], shard: tuple[int, int] | None, done: frozen
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @click.option("-m", "--model", default="default", show_default=True, help="Bundle name or path.")
 @click.option("-o", "--output", default="-", show_default=True, help="Output file, - for stdout.")
-@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="tsv", show_default=True)
+@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="tsv", show_default=True, help="Output format.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--resume", is_flag=True, help="Continue a killed run from its completed rows.")
 @click.option("--question", default=None, help="Ask this instead of the bundle's default question.")
 @click.option("--max-new-tokens", type=click.IntRange(1), default=None, help="Longest answer, in tokens [bundle].")
-@click.option("--temperature", type=click.FloatRange(0), default=None, help="0 is greedy [bundle].")
-@click.option("--top-p", type=click.FloatRange(0, 1), default=None, help="Nucleus sampling [bundle].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for sampling.")
-@click.option("--threads", "-t", type=click.IntRange(1), default=None, help="CPU threads [all cores].")
+@click.option("--temperature", type=TEMPERATURE, default=None, help="0 is greedy [bundle].")
+@click.option("--top-p", type=TOP_P, default=None, help="Nucleus sampling, in (0, 1] [bundle].")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for sampling.")
+@click.option("--threads", "-t", type=THREADS, default=None, help="CPU threads [all cores].")
 @click.option("--parallel", type=click.IntRange(1, 256), default=8, show_default=True, help="Sequences decoded at once.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--shard", default=None, metavar="I/N", help="Only every N-th record, starting at I (0-based).")
 @click.option("-r", "--reference", "references", multiple=True, type=click.Path(file_okay=False),
               help="A reference set (seqchat reference build) searched beside the bundle's own; repeatable.")
@@ -154,26 +137,33 @@ def annotate(
     import time
 
     from seqchat.annotate import Annotator, with_decoding
+    from seqchat.bundle import load_bundle
     from seqchat.io.cache import ResultCache
     from seqchat.io.sequences import read_records
     from seqchat.io.writers import check_output_path, open_writer
+    from seqchat.llm.prompt import check_question
 
     shard_spec = parse_shard(shard)
     if resume and output == "-":
         raise click.UsageError("--resume needs an output file (-o FILE)")
+    if resume and force:
+        raise click.UsageError("--resume continues an output and --force replaces it: give one")
     check_output_path(output, force=force, resume=resume)
     threads = threads or available_cpus()
+    total = check_file_inputs(inputs)
+    bundle = load_bundle(
+        model, allow_external_paths=allow_external_paths, trust_remote_code=trust_remote_code
+    )
+    check_question(bundle.prompt, question)
     records = read_records(inputs)
     first = next(records, None)  # bad input fails here, before models load or output opens
     records = itertools.chain([first] if first is not None else [], records)
     with Annotator.load(
-        model,
+        bundle,
         device=device,
         threads=threads,
         parallel=parallel,
         question=question,
-        allow_external_paths=allow_external_paths,
-        trust_remote_code=trust_remote_code,
         references=references,
         bundle_reference=not no_bundle_reference,
     ) as annotator:
@@ -184,11 +174,11 @@ def annotate(
             top_p=top_p,
             seed=seed,
         )
+        annotator.check_fits()
         provenance = annotator.provenance()
         provenance["command"] = shlex.join(["seqchat", *sys.argv[1:]])
         resume_keys = [key for key in provenance if key not in ("command",)]
         show = not quiet and sys.stderr.isatty()
-        total = count_fasta_records(inputs) if show else None
         cache = ResultCache(cache_dir, annotator.cache_context()) if cache_dir else None
         with open_writer(
             output, fmt, annotator.columns, provenance,

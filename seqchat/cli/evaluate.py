@@ -12,6 +12,7 @@ import click
 
 from seqchat import __version__
 from seqchat.cli.group import FORMATS
+from seqchat.cli.options import THREADS
 from seqchat.errors import SeqchatError
 from seqchat.home import seqchat_home
 from seqchat.system import available_cpus
@@ -92,7 +93,7 @@ def baseline() -> None:
               help="kmer: the closest k-mer profile. align: the best alignment hit with E <= --evalue (HMMER), else the closest k-mer profile.")
 @click.option("-k", type=click.IntRange(1, 13), default=None, help="k-mer size.  [default: 8]")
 @click.option("--evalue", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True, help="Largest E-value of a hit to copy (align).")
-@click.option("-t", "--threads", type=click.IntRange(1), default=None, help="Threads.  [default: the CPUs this process may use]")
+@click.option("-t", "--threads", type=THREADS, default=None, help="Threads.  [default: the CPUs this process may use]")
 @click.option("-o", "--output", default="-", show_default=True, help="Output file, - for stdout.")
 @click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="tsv", show_default=True, help="Output format.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
@@ -156,9 +157,9 @@ def _alignment_evidence(reference: str, evalue: float, threads: int) -> Iterator
 @baseline.command("most-common")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @click.option("--reference", required=True, type=click.Path(exists=True, dir_okay=False), help="JSONL of annotated sequences (id, sequence, text).")
-@click.option("-o", "--output", default="-", show_default=True)
-@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="tsv", show_default=True)
-@click.option("--force", is_flag=True)
+@click.option("-o", "--output", default="-", show_default=True, help="Output file, - for stdout.")
+@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="tsv", show_default=True, help="Output format.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
 def baseline_most_common(inputs: tuple[str, ...], reference: str, output: str, fmt: str, force: bool) -> None:
     """Predict the single most common reference description for every sequence."""
     from seqchat.evaluate.baselines import most_common_description
@@ -177,12 +178,12 @@ def baseline_most_common(inputs: tuple[str, ...], reference: str, output: str, f
 @click.option("-m", "--model", default="default", show_default=True, help="Bundle whose LLM answers.")
 @click.option("--question", default=None, help="Question asked after the sequence text.")
 @click.option("--max-nucleotides", type=click.IntRange(1), default=1000, show_default=True, help="Longest sequence text shown.")
-@click.option("--max-new-tokens", type=click.IntRange(1), default=None)
-@click.option("-t", "--threads", type=click.IntRange(1), default=None)
-@click.option("--parallel", type=click.IntRange(1, 256), default=8, show_default=True)
-@click.option("-o", "--output", default="-", show_default=True)
-@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="tsv", show_default=True)
-@click.option("--force", is_flag=True)
+@click.option("--max-new-tokens", type=click.IntRange(1), default=None, help="Longest answer, in tokens.  [default: the bundle's]")
+@click.option("-t", "--threads", type=THREADS, default=None, help="Threads.  [default: the CPUs this process may use]")
+@click.option("--parallel", type=click.IntRange(1, 256), default=8, show_default=True, help="Sequences decoded at once.")
+@click.option("-o", "--output", default="-", show_default=True, help="Output file, - for stdout.")
+@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="tsv", show_default=True, help="Output format.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
 def baseline_llm_only(inputs: tuple[str, ...], model: str, question: str | None, max_nucleotides: int,
                       max_new_tokens: int | None, threads: int | None, parallel: int, output: str, fmt: str, force: bool) -> None:
     """The sequence given as text to the bundle's LLM (no encoder, no projector)."""

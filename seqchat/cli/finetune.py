@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from seqchat.cli.options import DEVICE, SEED, THREADS
+
 
 def _load_run_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     """`--config run.yaml` supplies defaults for every option; flags given override it."""
@@ -29,28 +31,28 @@ _TRAINING_OPTIONS = [
     click.option("--data", multiple=True, required=True, help="Training data (repeatable)."),
     click.option("-m", "--model", required=True, help="Base bundle (name or path)."),
     click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory of the new bundle."),
-    click.option("--epochs", type=click.IntRange(1), default=1, show_default=True),
-    click.option("--max-steps", type=click.IntRange(1), default=None),
-    click.option("--lr", type=float, default=1e-3, show_default=True),
+    click.option("--epochs", type=click.IntRange(1), default=1, show_default=True, help="Passes over the training data."),
+    click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after this many optimizer steps.  [default: the epochs' steps]"),
+    click.option("--lr", type=float, default=1e-3, show_default=True, help="Peak learning rate."),
     click.option("--encoder-lr", type=float, default=None, help="Learning rate of the encoder [--lr]."),
     click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True, help="Per process."),
-    click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.05, show_default=True),
+    click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.05, show_default=True, help="Share of --data held out for validation when no --val-data is given."),
     click.option("--val-data", multiple=True, help="Validation data instead of a random split."),
-    click.option("--val-every", type=click.IntRange(1), default=50, show_default=True),
+    click.option("--val-every", type=click.IntRange(1), default=50, show_default=True, help="Score the validation examples every this many steps."),
     click.option("--val-max-examples", type=click.IntRange(1), default=256, show_default=True, help="Validation examples scored each time."),
-    click.option("--checkpoint-every", type=click.IntRange(1), default=100, show_default=True),
-    click.option("--warmup-steps", type=click.IntRange(0), default=20, show_default=True),
-    click.option("--max-target-tokens", type=click.IntRange(2), default=96, show_default=True),
-    click.option("--projector-type", type=click.Choice(["linear", "mlp"]), default=None),
-    click.option("--max-soft-tokens", type=click.IntRange(1), default=None),
-    click.option("--pool-stride", type=click.IntRange(1), default=None),
+    click.option("--checkpoint-every", type=click.IntRange(1), default=100, show_default=True, help="Write a checkpoint (for --resume) every this many steps."),
+    click.option("--warmup-steps", type=click.IntRange(0), default=20, show_default=True, help="Steps of linear learning-rate warm-up."),
+    click.option("--max-target-tokens", type=click.IntRange(2), default=96, show_default=True, help="Longest target description, in LLM tokens; longer ones are cut."),
+    click.option("--projector-type", type=click.Choice(["linear", "mlp"]), default=None, help="Projector architecture.  [default: the base bundle's]"),
+    click.option("--max-soft-tokens", type=click.IntRange(1), default=None, help="Most soft tokens a sequence becomes.  [default: the base bundle's]"),
+    click.option("--pool-stride", type=click.IntRange(1), default=None, help="Encoder positions pooled into one soft token.  [default: the base bundle's]"),
     click.option("--train-encoder", is_flag=True, help="Train the encoder too."),
     click.option("--init-encoder", type=click.Path(dir_okay=False, exists=True), default=None, help="Start from a fresh encoder built from this multimolecule config."),
     click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --out."),
     click.option("--reference", type=click.Path(file_okay=False), default=None, help="Reference set of the training data (seqchat reference build): the evidence of a grounded prompt."),
-    click.option("--seed", type=int, default=0, show_default=True),
-    click.option("--threads", "-t", type=click.IntRange(1), default=None),
-    click.option("--device", default="auto", show_default=True),
+    click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for initialisation and data order."),
+    click.option("--threads", "-t", type=THREADS, default=None, help="CPU threads.  [default: the CPUs this process may use]"),
+    click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu or cuda[:N]."),
 ]
 
 

@@ -24,7 +24,7 @@ def models(ctx: click.Context) -> None:
 
 @models.command("info")
 @click.argument("name")
-@click.option("--allow-external-paths", is_flag=True)
+@click.option("--allow-external-paths", is_flag=True, help="Let the bundle name files outside itself.")
 def models_info(name: str, allow_external_paths: bool) -> None:
     """Print a bundle's config and the sha256 of each of its files."""
     import yaml
@@ -41,7 +41,7 @@ def models_info(name: str, allow_external_paths: bool) -> None:
 
 @models.command("compile")
 @click.argument("name")
-@click.option("--allow-external-paths", is_flag=True)
+@click.option("--allow-external-paths", is_flag=True, help="Let the bundle name files outside itself.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the encoder's own Python code from its repository.")
 def models_compile(name: str, allow_external_paths: bool, trust_remote_code: bool) -> None:
     """Compile a bundle's encoder and projector to ONNX, in the bundle: annotate then starts

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from seqchat.cli.options import DEVICE, SEED, TEMPERATURE, THREADS, TOP_P
 from seqchat.system import available_cpus
 
 
@@ -13,14 +14,16 @@ from seqchat.system import available_cpus
 @click.argument("inputs", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @click.option("-m", "--model", default="default", show_default=True, help="Bundle name or path.")
 @click.option("--max-new-tokens", type=click.IntRange(1), default=None, help="Longest answer, in tokens [bundle].")
-@click.option("--temperature", type=click.FloatRange(0), default=None, help="0 is greedy [bundle].")
-@click.option("--top-p", type=click.FloatRange(0, 1), default=None, help="Nucleus sampling [bundle].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for sampling.")
+@click.option("--temperature", type=TEMPERATURE, default=None, help="0 is greedy [bundle].")
+@click.option("--top-p", type=TOP_P, default=None, help="Nucleus sampling, in (0, 1] [bundle].")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for sampling.")
 @click.option("--context", type=click.IntRange(64), default=2048, show_default=True, help="Tokens one conversation may hold.")
-@click.option("--threads", "-t", type=click.IntRange(1), default=None, help="CPU threads [all cores].")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--threads", "-t", type=THREADS, default=None, help="CPU threads [all cores].")
+@click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--history", type=click.Path(dir_okay=False), default=None, help="Line history file [$SEQCHAT_HOME/repl_history].")
 @click.option("--no-history", is_flag=True, help="Keep no line history file.")
+@click.option("-r", "--reference", "references", multiple=True, type=click.Path(exists=True, file_okay=False), help="A reference set (seqchat reference build) searched beside the bundle's own; repeatable.")
+@click.option("--no-bundle-reference", is_flag=True, help="Search only the --reference sets, not the bundle's own.")
 @click.option("--allow-external-paths", is_flag=True, help="Let the bundle name files outside itself.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the encoder's own Python code from its repository.")
 @click.pass_context
@@ -37,12 +40,14 @@ def repl(
     device: str,
     history: str | None,
     no_history: bool,
+    references: tuple[str, ...],
+    no_bundle_reference: bool,
     allow_external_paths: bool,
     trust_remote_code: bool,
 ) -> None:
     """Chat about sequences: paste a sequence or FASTA record (or load INPUTS), then ask.
 
-    Commands inside: :help, :seqs, :use ID, :load FILE, :reset, :save FILE, :quit.
+    Commands inside: :help, :seqs, :use ID, :hits, :load FILE, :reset, :save FILE, :quit.
     Reads plain lines when standard input is not a terminal, so it can be scripted."""
 
     from seqchat.repl import default_history_path, run_repl
@@ -58,6 +63,8 @@ def repl(
         history=history_path,
         allow_external_paths=allow_external_paths,
         trust_remote_code=trust_remote_code,
+        references=references,
+        bundle_reference=not no_bundle_reference,
     )
     if code:
         ctx.exit(code)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from seqchat.encode.specs import ENCODER_KINDS, EncoderSpec
 from seqchat.encode.windows import states_by_window
@@ -71,6 +72,11 @@ class NucleotideEncoder(torch.nn.Module):
         except (OSError, ValueError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise EncoderError(f"encoder {spec.source}: cannot load ({first_line})") from error
+        except SafetensorError as error:
+            weights = sorted(Path(spec.source).glob("*.safetensors")) or [spec.source]
+            raise EncoderError(
+                f"{', '.join(map(str, weights))}: not a readable safetensors file ({error})"
+            ) from error
         model.eval()
         return cls(model, tokenizer, spec).to(resolve_device(str(device)))
 

@@ -2,28 +2,37 @@
 starts without torch (see `seqchat.encode.compiled`).
 
 The export is checked before it is kept: the token table must reproduce the encoder's own
-tokenizer, and onnxruntime's states and soft tokens must match PyTorch's.
+tokenizer, every weight in the graphs must be finite, and onnxruntime's states and soft
+tokens must match PyTorch's. The graphs are staged in a directory of their own, with their
+sha256 (`CHECKSUMS_NAME`), and moved into place only when all of that holds.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import random
+import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from seqchat.encode.compiled import (
+    CHECKSUMS_NAME,
     METADATA_KEY,
     CompiledEncoderInfo,
     CompiledModelError,
     CompiledSoftTokenizer,
+    checksums_text,
+    encoder_settings,
+    projector_settings,
 )
 from seqchat.encode.encoders import NucleotideEncoder
 from seqchat.encode.projector import Projector, load_projector
@@ -31,9 +40,13 @@ from seqchat.encode.specs import EncoderSpec, ProjectorConfig
 from seqchat.encode.windows import to_alphabet
 from seqchat.io.sequences import NUCLEOTIDE_LETTERS
 
+if TYPE_CHECKING:
+    import onnx
+
 COMPILED_DIR = "compiled"
 ENCODER_FILE = f"{COMPILED_DIR}/encoder.onnx"
 PROJECTOR_FILE = f"{COMPILED_DIR}/projector.onnx"
+STAGING_DIR = f"{COMPILED_DIR}/.partial"
 TOLERANCE = 1e-4
 """Largest difference allowed between onnxruntime's and PyTorch's states or soft tokens."""
 
@@ -131,7 +144,48 @@ def _export_encoder(encoder: NucleotideEncoder, info: CompiledEncoderInfo, path:
 def _export_projector(projector: Projector, path: Path) -> None:
     rows = torch.export.Dim("rows", min=1, max=65536)
     example = torch.zeros(3, projector.config.in_dim)
-    _export(projector.network.eval(), (example,), ["states"], ({0: rows},), path)
+    metadata = {METADATA_KEY: json.dumps(projector_settings(projector.config), allow_nan=False)}
+    _export(projector.network.eval(), (example,), ["states"], ({0: rows},), path, metadata)
+
+
+def _tensors(graph: onnx.GraphProto | onnx.FunctionProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor a graph holds: its initializers and constants, in subgraphs too."""
+    yield from getattr(graph, "initializer", ())
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _tensors(subgraph)
+
+
+def nonfinite_tensors(path: Path) -> list[str]:
+    """The names of the floating-point tensors of an ONNX graph (its functions included)
+    that hold NaN or infinity."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    found = []
+    for graph in [model.graph, *model.functions]:
+        for tensor in _tensors(graph):
+            values = numpy_helper.to_array(tensor)
+            if values.dtype.kind in "fc" and not np.isfinite(values).all():
+                found.append(tensor.name or "an unnamed constant")
+    return found
+
+
+def _refuse_nonfinite(graph: Path, weights: str) -> None:
+    """Refuse a graph with NaN or infinity in its weights, naming where they came from."""
+    names = nonfinite_tensors(graph)
+    if names:
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        raise CompiledModelError(
+            f"{weights}: weights {shown} hold NaN or infinity; the bundle was left unchanged"
+        )
 
 
 def _check(
@@ -173,9 +227,10 @@ def export_soft_tokenizer(
     sources: dict[str, str],
     directory: Path,
 ) -> tuple[Path, Path]:
-    """Export an encoder and its projector as ONNX graphs into `directory/compiled`, checked
-    against PyTorch before they replace anything. `sources` (file -> sha256) is written into
-    the encoder graph, so a later change of those files is noticed. Returns the two graphs."""
+    """Export an encoder and its projector as ONNX graphs into `directory/compiled` (the
+    bundle), checked before they replace anything. `sources` (file -> sha256) and the
+    bundle's encoder settings are written into the encoder graph, so a later change of
+    either is noticed. Returns the two graphs."""
     torch.set_num_threads(1)
     encoder = NucleotideEncoder.load(encoder_spec, "cpu")
     projector = load_projector(projector_config, projector_weights)
@@ -183,18 +238,23 @@ def export_soft_tokenizer(
     info = CompiledEncoderInfo(
         alphabet=encoder.spec.alphabet, window=encoder.window, batch_size=encoder.spec.batch_size,
         letter_ids=letter_ids, prefix_ids=tuple(prefix), suffix_ids=tuple(suffix), sources=sources,
+        encoder=encoder_settings(encoder_spec, directory),
     )
     (directory / COMPILED_DIR).mkdir(exist_ok=True)
-    encoder_path, projector_path = directory / ENCODER_FILE, directory / PROJECTOR_FILE
-    staged = [path.with_name(f".{path.name}.partial") for path in (encoder_path, projector_path)]
+    staging = directory / STAGING_DIR
+    shutil.rmtree(staging, ignore_errors=True)  # left by a compile that was killed
+    staging.mkdir()
+    targets = (directory / ENCODER_FILE, directory / PROJECTOR_FILE)
+    staged = [staging / path.name for path in targets]
     try:
         _export_encoder(encoder, info, staged[0])
         _export_projector(projector, staged[1])
+        _refuse_nonfinite(staged[0], f"encoder {encoder_spec.source}")
+        _refuse_nonfinite(staged[1], str(projector_weights))
+        (staging / CHECKSUMS_NAME).write_text(checksums_text(staged), encoding="utf-8")
         _check(CompiledSoftTokenizer(staged[0], staged[1], projector_config), encoder, projector)
-    except BaseException:
-        for path in staged:
-            path.unlink(missing_ok=True)
-        raise
-    os.replace(staged[0], encoder_path)
-    os.replace(staged[1], projector_path)
-    return encoder_path, projector_path
+        for path in [*staged, staging / CHECKSUMS_NAME]:
+            os.replace(path, directory / COMPILED_DIR / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return targets

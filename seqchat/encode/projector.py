@@ -94,6 +94,12 @@ def load_projector(config: ProjectorConfig, path: Path) -> Projector:
         state = load_file(str(path))
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         raise ProjectorError(f"{path}: not a readable safetensors file ({error})") from error
+    nonfinite = sorted(
+        name for name, tensor in state.items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    )
+    if nonfinite:
+        raise ProjectorError(f"{path}: weights {', '.join(nonfinite)} hold NaN or infinity")
     try:
         projector.load_state_dict(state)
     except RuntimeError as error:

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from seqchat.encode.compiled import NonFiniteError, require_finite
 from seqchat.encode.encoders import NucleotideEncoder
 from seqchat.encode.projector import Projector
 
@@ -30,9 +31,19 @@ class SoftTokenizer:
 
     @torch.inference_mode()
     def __call__(self, sequences: list[str]) -> list[np.ndarray]:
+        """Soft tokens of each sequence; NaN or infinity from corrupt weights is refused
+        (the projector's own weights are checked when it is loaded)."""
         states = self.encoder.states(sequences)
+        if not all(bool(torch.isfinite(s).all()) for s in states):
+            raise NonFiniteError(
+                f"encoder {self.encoder.spec.source}: the states it computed are not finite "
+                "(NaN or infinity); its weights are corrupt"
+            )
         with _one_torch_thread():
-            return [self.projector(s).float().cpu().numpy() for s in states]
+            soft_tokens = [self.projector(s).float().cpu().numpy() for s in states]
+        for matrix in soft_tokens:
+            require_finite(matrix, "projector", "the soft tokens it computed")
+        return soft_tokens
 
 
 @contextmanager

@@ -38,7 +38,7 @@ __all__ = [
     "OutputUsageError",
     "ResumeMismatchError",
     "TableWriter",
-    "interrupted_partials",
+    "kept_partials",
     "open_writer",
     "partial_path",
 ]
@@ -71,13 +71,13 @@ def partial_path(path: str | os.PathLike[str]) -> Path:
     return Path(f"{os.fspath(path)}.partial")
 
 
-_interrupted: list[Path] = []
+_kept: list[Path] = []
 
 
-def interrupted_partials() -> tuple[Path, ...]:
-    """The partial outputs that writers of this process kept when a KeyboardInterrupt stopped
-    them, for the command line to say where the rows are."""
-    return tuple(_interrupted)
+def kept_partials() -> tuple[Path, ...]:
+    """The partial outputs that writers of this process kept when a run failed or was
+    interrupted, for the command line to say where the rows are."""
+    return tuple(_kept)
 
 
 # --- encoding ---------------------------------------------------------------
@@ -177,7 +177,11 @@ def _cell(value: object) -> str:
 
 
 def _json(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    """NaN and infinity are refused: written as Python spells them, they make invalid JSON."""
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except ValueError as error:
+        raise OutputError(f"cannot write NaN or infinity as JSON ({error})") from error
 
 
 # --- writing ----------------------------------------------------------------
@@ -198,6 +202,7 @@ class TableWriter:
         completed_ids: frozenset[str] = frozenset(),
     ) -> None:
         self.completed_ids = completed_ids
+        self.rows_written = 0
         self._stream = stream
         self._encoder = encoder
 
@@ -205,6 +210,7 @@ class TableWriter:
         """Write the writer's columns of ``row`` and flush, so a crash loses no finished row."""
         self._stream.write(self._encoder.row(row))
         self._stream.flush()
+        self.rows_written += 1
 
     def __enter__(self) -> TableWriter:
         return self
@@ -218,13 +224,13 @@ class TableWriter:
         if exc_type is None:
             self._commit()
         else:
-            self._abandon(interrupted=issubclass(exc_type, KeyboardInterrupt))
+            self._abandon()
 
     def _commit(self) -> None:
         self._stream.write(self._encoder.footer())
         self._stream.flush()
 
-    def _abandon(self, interrupted: bool) -> None:
+    def _abandon(self) -> None:
         """Leave the stream as it is: every row is already flushed, and an
         unterminated JSON document shows that the run failed."""
 
@@ -256,10 +262,16 @@ class _PartialFileWriter(TableWriter):
         finally:
             self._stream.close()  # releases the lock only once the partial is gone
 
-    def _abandon(self, interrupted: bool) -> None:
+    def _abandon(self) -> None:
+        """Keep the rows of a failed run for --resume, and say where they are; a partial
+        output that holds no row is removed, so that it blocks no rerun."""
+        partial = partial_path(self._target)
+        if self.rows_written == 0 and not self.completed_ids:
+            partial.unlink(missing_ok=True)
+            self._stream.close()  # unlinked first: a rival run never opens a stale partial
+            return
         self._stream.close()
-        if interrupted:
-            _interrupted.append(partial_path(self._target))
+        _kept.append(partial)
 
 
 def open_writer(
@@ -312,6 +324,10 @@ def check_output_path(path: str | os.PathLike[str], *, force: bool, resume: bool
 
 
 def _check_not_written(target: Path, *, force: bool, resume: bool) -> None:
+    if target.is_dir():
+        raise OutputUsageError(f"{target}: is a directory; the output names a file")
+    if not target.parent.is_dir():
+        raise OutputUsageError(f"{target}: the folder {target.parent} does not exist")
     partial = partial_path(target)
     if _is_locked(partial):
         raise OutputLockedError(_locked_message(partial))

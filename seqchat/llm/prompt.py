@@ -68,24 +68,30 @@ class PromptLayout:
         return tuple(tokenize(between + evidence + after, False))
 
 
-def render_chat(chat_template: str, messages: list[dict[str, str]]) -> str:
-    """Render a Hugging Face chat template (Jinja2, sandboxed) with a generation prompt."""
-    from jinja2 import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+def render_chat(
+    chat_template: str, messages: list[dict[str, str]], source: object = None
+) -> str:
+    """The LLM's chat template rendered, bounded (`seqchat.llm.chat_template`, imported on
+    first use: reading a bundle imports no Jinja)."""
+    from seqchat.llm.chat_template import render_chat as render_bounded
 
-    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    return render_bounded(chat_template, messages, source)
 
-    def raise_exception(message: str) -> None:
-        raise PromptError(f"chat template: {message}")
 
-    environment.globals["raise_exception"] = raise_exception
-    try:
-        template = environment.from_string(chat_template)
-        return template.render(
-            messages=messages, add_generation_prompt=True, bos_token="", eos_token=""
+def check_question(spec: PromptSpec, question: str | None) -> None:
+    """Refuse a question the prompt cannot carry, or one holding a prompt field: it would
+    change nothing, or move the soft tokens or the evidence. None, or the bundle's own
+    question, asks the default one."""
+    if question is None or question == spec.question:
+        return
+    if QUESTION_FIELD not in spec.user:
+        raise PromptError(
+            f"this bundle's prompt has no {QUESTION_FIELD} field, so --question would change "
+            "nothing; use a bundle trained for questions (e.g. default-instruct)"
         )
-    except TemplateError as error:
-        raise PromptError(f"chat template cannot be rendered: {error}") from error
+    fields = [f for f in (SEQUENCE_FIELD, QUESTION_FIELD, EVIDENCE_FIELD) if f in question]
+    if fields:
+        raise PromptError(f"--question may not contain {', '.join(fields)}")
 
 
 def user_text(spec: PromptSpec, question: str | None) -> str:
@@ -96,15 +102,20 @@ def user_text(spec: PromptSpec, question: str | None) -> str:
 
 
 def build_layout(
-    chat_template: str, spec: PromptSpec, tokenize: Tokenize, question: str | None = None
+    chat_template: str,
+    spec: PromptSpec,
+    tokenize: Tokenize,
+    question: str | None = None,
+    source: object = None,
 ) -> PromptLayout:
-    """Token ids before and after the soft tokens, for one question."""
+    """Token ids before and after the soft tokens, for one question; `source` (the GGUF)
+    names the template in errors."""
     content = user_text(spec, question).replace(SEQUENCE_FIELD, _SENTINEL)
     content = content.replace(EVIDENCE_FIELD, _EVIDENCE_SENTINEL)
     messages = [{"role": "user", "content": content}]
     if spec.system:
         messages.insert(0, {"role": "system", "content": spec.system})
-    rendered = render_chat(chat_template, messages)
+    rendered = render_chat(chat_template, messages, source)
     if rendered.count(_SENTINEL) != 1:
         raise PromptError("chat template must place the user message exactly once")
     before, after = rendered.split(_SENTINEL)
@@ -147,6 +158,8 @@ class Vocabulary(Protocol):
 def layout_for(vocabulary: Vocabulary, spec: PromptSpec, question: str | None = None) -> PromptLayout:
     """The layout for one question with this LLM's own chat template and tokenizer."""
     template = vocabulary.chat_template
+    source = getattr(vocabulary, "path", None)  # a GGUF loaded by path knows its file
     if template is None:
-        raise PromptError("the LLM's GGUF has no chat template (tokenizer.chat_template)")
-    return build_layout(template, spec, vocabulary.tokenize, question)
+        where = f"{source}: " if source else ""
+        raise PromptError(f"{where}the LLM's GGUF has no chat template (tokenizer.chat_template)")
+    return build_layout(template, spec, vocabulary.tokenize, question, source)

@@ -29,10 +29,13 @@ class GgufVocabulary:
     """The tokenizer and chat template of a GGUF model.
 
     Training reads the GGUF through this too (loaded vocabulary-only), so training and
-    serving tokenize with the very same code."""
+    serving tokenize with the very same code. `path`, the GGUF file, names it in errors."""
 
-    def __init__(self, model: ctypes.c_void_p, owns_model: bool = False) -> None:
+    def __init__(
+        self, model: ctypes.c_void_p, owns_model: bool = False, path: Path | None = None
+    ) -> None:
         self._model = model
+        self.path = path
         self._vocab = llama_cpp.llama_model_get_vocab(model)
         self._owns_model = owns_model
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
@@ -45,7 +48,7 @@ class GgufVocabulary:
         model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), params)
         if not model:
             raise LlmRuntimeError(f"{model_path}: llama.cpp could not read this GGUF file")
-        return cls(model, owns_model=True)
+        return cls(model, owns_model=True, path=Path(model_path))
 
     def close(self) -> None:
         if self._owns_model and self._model:
@@ -55,7 +58,15 @@ class GgufVocabulary:
     @property
     def chat_template(self) -> str | None:
         template = llama_cpp.llama_model_chat_template(self._model, None)
-        return template.decode() if template else None
+        if not template:
+            return None
+        try:
+            return template.decode()
+        except UnicodeDecodeError as error:
+            where = f"{self.path}: " if self.path else ""
+            raise LlmRuntimeError(
+                f"{where}the chat template (tokenizer.chat_template) is not UTF-8"
+            ) from error
 
     @property
     def add_bos(self) -> bool:
