@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import NEEDS_EVAL
 
 from seqchat.evaluate.baselines import (
     DEFAULT_K,
@@ -13,6 +14,8 @@ from seqchat.evaluate.baselines import (
     kmer_profile,
     most_common_description,
 )
+
+pytestmark = NEEDS_EVAL
 
 BASES = np.array(list("ACGT"))
 

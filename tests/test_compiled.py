@@ -13,7 +13,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import assert_clean_failure, invoke, random_sequence, subprocess_env
+from conftest import (
+    NEEDS_TRAIN,
+    assert_clean_failure,
+    invoke,
+    random_sequence,
+    subprocess_env,
+)
 
 from seqchat.bundle import CONFIG_NAME, load_bundle
 from seqchat.encode.compiled import CompiledModelError
@@ -144,6 +150,7 @@ class _MergingTokenizer:
         return {"input_ids": ids, "special_tokens_mask": [1] + [0] * (len(ids) - 2) + [1]}
 
 
+@NEEDS_TRAIN
 def test_a_tokenizer_that_merges_letters_does_not_compile() -> None:
     from seqchat.encode.export import token_table
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_clean_failure, invoke, subprocess_env
+from conftest import NEEDS_TRAIN, assert_clean_failure, invoke, subprocess_env
 
 from seqchat.bundle import CONFIG_NAME, load_bundle
 from seqchat.encode.compiled import CHECKSUMS_NAME, checksums_text
@@ -105,6 +105,7 @@ def test_compile_refuses_weights_with_nan(bundle_copy) -> None:
     assert list((bundle / "compiled").iterdir()) == []
 
 
+@NEEDS_TRAIN
 def test_nonfinite_tensors_are_found_in_constants_too(tmp_path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper, numpy_helper

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import assert_clean_failure, invoke, write_fasta
+from conftest import NEEDS_EVAL, assert_clean_failure, invoke, write_fasta
 
 from seqchat.annotate import Annotation, answer_features, named_hit
 from seqchat.evaluate.calibration import (
@@ -179,6 +179,7 @@ def test_entity_right_compares_first_clauses() -> None:
     assert not entity_right("", "")
 
 
+@NEEDS_EVAL
 def test_reliability_from_a_predictions_file(tmp_path: Path) -> None:
     refs = tmp_path / "refs.jsonl"
     refs.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import assert_clean_failure, invoke, write_fasta
+from conftest import NEEDS_EVAL, assert_clean_failure, invoke, write_fasta
 
 REFERENCES = [
     ("g1", "ACGTACGTTTGACCAGTACGATCGATCGGATC", "transfer RNA for proline"),
@@ -19,6 +19,7 @@ def write_references(path: Path) -> Path:
     return path
 
 
+@NEEDS_EVAL
 def test_nearest_neighbour_copies_the_most_similar_reference(tmp_path: Path) -> None:
     references = write_references(tmp_path / "refs.jsonl")
     query = write_fasta(tmp_path / "q.fa", [("q1", REFERENCES[0][1][:-2] + "AA"), ("q2", REFERENCES[1][1])])
@@ -39,6 +40,7 @@ def test_most_common_predicts_the_majority_description(tmp_path: Path) -> None:
     assert result.stdout.splitlines()[-1].split("\t")[2] == "ribosomal protein of the large subunit"
 
 
+@NEEDS_EVAL
 def test_eval_scores_each_prediction_file_and_writes_report_and_plot(tmp_path: Path) -> None:
     references = write_references(tmp_path / "refs.jsonl")
     perfect = tmp_path / "perfect.jsonl"

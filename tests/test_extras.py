@@ -4,6 +4,7 @@ that needs an extra names it in one line."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from conftest import EXTRA_PACKAGES, assert_clean_failure, invoke, subprocess_env
 
 from seqchat.cli.group import EXTRA_OF_PACKAGE
+from seqchat.io.sequences import read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK_EXTRAS = (
@@ -32,8 +34,7 @@ def slim_seqchat(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_extras_in_pyproject_are_the_ones_the_cli_names() -> None:
-    import tomllib
-
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     core = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
 
@@ -47,7 +48,7 @@ def test_the_extras_in_pyproject_are_the_ones_the_cli_names() -> None:
     assert not any(package(r) in {"torch", "transformers", "accelerate"} for r in core)
 
 
-def test_annotate_search_and_models_run_without_the_extras(tmp_path: Path) -> None:
+def test_annotate_reference_search_and_models_run_without_the_extras(tmp_path: Path) -> None:
     out = tmp_path / "genes.tsv"
     result = slim_seqchat("annotate", str(ROOT / "examples" / "genes.fasta"), "-o", str(out),
                           "-q", "-t", "1", "--max-new-tokens", "4", cwd=tmp_path)
@@ -56,6 +57,15 @@ def test_annotate_search_and_models_run_without_the_extras(tmp_path: Path) -> No
     assert len(rows) == 1 + 7  # the header and one row a gene
     result = slim_seqchat("models", cwd=tmp_path)
     assert result.returncode == 0 and "default" in result.stdout, result.stderr
+    trna = next(r for r in read_records([str(ROOT / "examples" / "genes.fasta")]) if r.id == "tP(UGG)L")
+    references = tmp_path / "refs.jsonl"
+    references.write_text(json.dumps({"id": "tP-ref", "sequence": trna.sequence, "description": "a proline tRNA"}) + "\n")
+    result = slim_seqchat("reference", "build", "-s", str(references), "-o", "refs", "-t", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    result = slim_seqchat("search", str(ROOT / "examples" / "genes.fasta"), "-r", "refs", "-o", "hits.tsv",
+                          "-t", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "tP-ref" in (tmp_path / "hits.tsv").read_text()
 
 
 def test_a_command_that_needs_an_extra_names_it(

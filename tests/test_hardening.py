@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    NEEDS_TRAIN,
     assert_clean_failure,
     finish_seqchat,
     invoke,
@@ -214,6 +215,7 @@ def test_a_json_run_resumes_unmarked_json_lines(tmp_path: Path) -> None:
 # --- a cache shared by runs --------------------------------------------------------------
 
 
+@NEEDS_TRAIN
 def test_two_runs_write_one_cache_without_waiting_for_each_other(tmp_path: Path) -> None:
     """The first run keeps answers it has not saved yet while it generates more; the second
     saves its own (some for the same sequences) meanwhile, and neither waits for the other."""

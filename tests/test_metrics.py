@@ -14,12 +14,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import NEEDS_EVAL
 
 from seqchat.evaluate import embedding as E
 from seqchat.evaluate import predictions as P
 from seqchat.evaluate import report as R
 from seqchat.evaluate import scores as S
 from seqchat.evaluate import wordnet as W
+
+pytestmark = NEEDS_EVAL
 
 LONG_A = (
     "Cytoplasmic leucyl-tRNA synthetase that charges tRNA with leucine and edits "

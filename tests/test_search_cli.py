@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import assert_clean_failure, invoke, write_fasta
+from conftest import NEEDS_EVAL, assert_clean_failure, invoke, write_fasta
 
 from seqchat.io.tables import read_table
 from seqchat.io.writers import partial_path
@@ -206,6 +206,7 @@ def test_a_bundle_carries_a_packed_reference(
     assert list((tmp_path / "home" / "cache" / "reference").iterdir()) == built
 
 
+@NEEDS_EVAL
 def test_alignment_transfer_copies_the_hit_else_the_kmer_neighbour(
     reference_jsonl: Path, queries, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_clean_failure, invoke
+from conftest import NEEDS_TRAIN, assert_clean_failure, invoke
 
 import seqchat.llm.chat_template
 from seqchat.llm.chat_template import MAX_OUTPUT, ChatTemplateError, render_chat
@@ -119,6 +119,7 @@ def _gguf_with_template(path: Path, template: str, monkeypatch: pytest.MonkeyPat
     return tinymodels.write_tiny_gguf(path)
 
 
+@NEEDS_TRAIN
 def test_the_error_names_the_gguf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     gguf = _gguf_with_template(tmp_path / "hostile.gguf", RENDERS_200_MB, monkeypatch)
     vocabulary = GgufVocabulary.load(gguf)
