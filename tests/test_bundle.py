@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -84,18 +85,28 @@ def test_models_info_prints_the_sha256_of_every_file(home: Path) -> None:
     lines = result.stdout.splitlines()
     directory = home / "bundles" / "mini"
     assert lines[0] == f"# tiny: {directory}"
-    digests = dict(reversed(line.split("  ", 1)) for line in lines[lines.index("# sha256") + 1 :])
-    expected = {
-        "llm": directory / "llm.gguf",
-        "projector": directory / "projector.safetensors",
-        **{f"encoder/{p.name}": p for p in (directory / "encoder").iterdir()},
-    }
-    assert set(digests) == set(expected)
-    for name, path in expected.items():
-        assert digests[name] == hashlib.sha256(path.read_bytes()).hexdigest(), name
+    header = next(i for i, line in enumerate(lines) if line.startswith("# sha256"))
+    digests = dict(reversed(line.split("  ", 1)) for line in lines[header + 1 :])
+    expected = [directory / "llm.gguf", directory / "projector.safetensors",
+                *(directory / "encoder").iterdir()]
+    assert set(digests) == {str(path.resolve()) for path in expected}
+    for path in expected:
+        assert digests[str(path.resolve())] == hashlib.sha256(path.read_bytes()).hexdigest(), path
     # The config itself is printed as YAML between the two headers.
-    config = yaml.safe_load("\n".join(lines[1 : lines.index("# sha256")]))
+    config = yaml.safe_load("\n".join(lines[1:header]))
     assert config["llm"]["gguf"] == "llm.gguf"
+
+
+def test_models_info_sha256sums_are_checked_by_sha256sum(home: Path, tmp_path: Path) -> None:
+    result = invoke(["models", "info", "mini", "--sha256sums"])
+    assert result.exit_code == 0, result.stderr
+    sums = tmp_path / "SHA256SUMS"
+    sums.write_text(result.stdout)
+    checked = subprocess.run(["sha256sum", "-c", str(sums)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.count(": OK") == len(result.stdout.splitlines()) >= 3
+    (home / "bundles" / "mini" / "projector.safetensors").write_bytes(b"changed")
+    assert subprocess.run(["sha256sum", "-c", str(sums)], capture_output=True).returncode != 0
 
 
 def test_models_info_of_an_unknown_bundle(home: Path) -> None:

@@ -25,18 +25,23 @@ def models(ctx: click.Context) -> None:
 @models.command("info")
 @click.argument("name")
 @click.option("--allow-external-paths", is_flag=True, help="Let the bundle name files outside itself.")
-def models_info(name: str, allow_external_paths: bool) -> None:
-    """Print a bundle's config and the sha256 of each of its files."""
+@click.option("--sha256sums", is_flag=True, help="Print only the sha256 lines, for 'sha256sum -c'.")
+def models_info(name: str, allow_external_paths: bool, sha256sums: bool) -> None:
+    """Print a bundle's config and the sha256 of each file it reads, as `sha256sum` writes
+    them (digest, two spaces, the file's path)."""
     import yaml
 
     from seqchat.bundle import load_bundle
 
     bundle = load_bundle(name, allow_external_paths=allow_external_paths)
-    click.echo(f"# {bundle.name}: {bundle.root}")
-    click.echo(yaml.safe_dump(bundle.config, sort_keys=False).rstrip())
-    click.echo("# sha256")
-    for file_name, digest in bundle.sha256s().items():
-        click.echo(f"{digest}  {file_name}")
+    files = bundle.weight_files()
+    lines = [f"{digest}  {files[key]}" for key, digest in bundle.sha256s().items()]
+    if not sha256sums:
+        click.echo(f"# {bundle.name}: {bundle.root}")
+        click.echo(yaml.safe_dump(bundle.config, sort_keys=False).rstrip())
+        click.echo(f"# sha256 (to check them: seqchat models info {name} --sha256sums | sha256sum -c)")
+    for line in lines:
+        click.echo(line)
 
 
 @models.command("compile")
