@@ -3,6 +3,7 @@ a non-zero exit, and nothing left behind. Then a hypothesis fuzz of the same che
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,33 @@ def test_a_library_annotator_refuses_a_question_too(tiny_bundle: Path) -> None:
 
     with pytest.raises(PromptError, match="no {question} field"):
         Annotator.load(str(tiny_bundle), threads=1, question="Is it a tRNA?")
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "words"),
+    [
+        ("a.tsv", ["-f", "jsonl"], ["'-f'", "jsonl clashes with", "a.tsv", "tsv file"]),
+        ("a.json", ["-f", "tsv"], ["'-f'", "a.json"]),
+        ("a.tsv.gz", [], ["'-o'", "a.tsv.gz", "not compressed"]),
+    ],
+)
+def test_an_output_name_that_contradicts_the_format_is_refused(
+    fasta: Path, name: str, options: list[str], words: list[str]
+) -> None:
+    result = run_annotate(fasta, *options, out=fasta.parent / name)
+    assert result.exit_code == 2
+    assert_clean_failure(result.exit_code, result.stderr, *words)
+
+
+@pytest.mark.parametrize(("name", "fmt"), [("a.jsonl", "jsonl"), ("a.JSON", "json"), ("a.txt", "tsv")])
+def test_the_format_follows_the_output_name(tiny_bundle: Path, fasta: Path, name: str, fmt: str) -> None:
+    out = fasta.parent / name
+    result = run_annotate(fasta, "--max-new-tokens", "2", "-t", "1", model=str(tiny_bundle), out=out)
+    assert result.exit_code == 0, result.stderr
+    lines = out.read_text().splitlines()
+    if fmt == "tsv":
+        assert lines[0].startswith("#") and any(line.startswith("id\t") for line in lines)
+    elif fmt == "jsonl":
+        assert all(json.loads(line) for line in lines)
+    else:
+        assert set(json.loads("\n".join(lines))) == {"provenance", "results"}

@@ -12,7 +12,15 @@ from typing import Any
 import click
 
 from seqchat.cli.group import FORMATS
-from seqchat.cli.options import DEVICE, SEED, TEMPERATURE, THREADS, TOP_P
+from seqchat.cli.options import (
+    DEVICE,
+    FORMAT_HELP,
+    SEED,
+    TEMPERATURE,
+    THREADS,
+    TOP_P,
+    output_format,
+)
 from seqchat.system import available_cpus
 
 
@@ -88,7 +96,7 @@ def _pending(records: Iterable[Any], shard: tuple[int, int] | None, done: frozen
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @click.option("-m", "--model", default="default", show_default=True, help="Bundle name or path.")
 @click.option("-o", "--output", default="-", show_default=True, help="Output file, - for stdout.")
-@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="tsv", show_default=True, help="Output format.")
+@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default=None, help=FORMAT_HELP)
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--resume", is_flag=True, help="Continue a killed run from its completed rows.")
 @click.option("--question", default=None, help="Ask this instead of the bundle's default question.")
@@ -112,7 +120,7 @@ def annotate(
     inputs: tuple[str, ...],
     model: str,
     output: str,
-    fmt: str,
+    fmt: str | None,
     force: bool,
     resume: bool,
     question: str | None,
@@ -143,6 +151,7 @@ def annotate(
     from seqchat.io.writers import check_output_path, open_writer
     from seqchat.llm.prompt import check_question
 
+    fmt = output_format(output, fmt)
     shard_spec = parse_shard(shard)
     if resume and output == "-":
         raise click.UsageError("--resume needs an output file (-o FILE)")

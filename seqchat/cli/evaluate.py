@@ -12,7 +12,7 @@ import click
 
 from seqchat import __version__
 from seqchat.cli.group import FORMATS
-from seqchat.cli.options import THREADS
+from seqchat.cli.options import FORMAT_HELP, THREADS, output_format
 from seqchat.errors import SeqchatError
 from seqchat.home import seqchat_home
 from seqchat.system import available_cpus
@@ -95,12 +95,13 @@ def baseline() -> None:
 @click.option("--evalue", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True, help="Largest E-value of a hit to copy (align).")
 @click.option("-t", "--threads", type=THREADS, default=None, help="Threads.  [default: the CPUs this process may use]")
 @click.option("-o", "--output", default="-", show_default=True, help="Output file, - for stdout.")
-@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="tsv", show_default=True, help="Output format.")
+@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default=None, help=FORMAT_HELP)
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 def baseline_nearest(inputs: tuple[str, ...], reference: str, method: str, k: int | None, evalue: float,
-                     threads: int | None, output: str, fmt: str, force: bool) -> None:
+                     threads: int | None, output: str, fmt: str | None, force: bool) -> None:
     """Copy the description of the most similar reference sequence: by k-mer profile cosine,
     or by alignment (alignment transfer, what BLAST-and-copy does)."""
+    fmt = output_format(output, fmt)
     from seqchat.evaluate.baselines import DEFAULT_K, KmerNearestNeighbour
     from seqchat.io.sequences import read_records
     from seqchat.io.writers import check_output_path, open_writer
@@ -158,10 +159,11 @@ def _alignment_evidence(reference: str, evalue: float, threads: int) -> Iterator
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @click.option("--reference", required=True, type=click.Path(exists=True, dir_okay=False), help="JSONL of annotated sequences (id, sequence, text).")
 @click.option("-o", "--output", default="-", show_default=True, help="Output file, - for stdout.")
-@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="tsv", show_default=True, help="Output format.")
+@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default=None, help=FORMAT_HELP)
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
-def baseline_most_common(inputs: tuple[str, ...], reference: str, output: str, fmt: str, force: bool) -> None:
+def baseline_most_common(inputs: tuple[str, ...], reference: str, output: str, fmt: str | None, force: bool) -> None:
     """Predict the single most common reference description for every sequence."""
+    fmt = output_format(output, fmt)
     from seqchat.evaluate.baselines import most_common_description
     from seqchat.io.sequences import read_records
     from seqchat.io.writers import open_writer
@@ -182,11 +184,12 @@ def baseline_most_common(inputs: tuple[str, ...], reference: str, output: str, f
 @click.option("-t", "--threads", type=THREADS, default=None, help="Threads.  [default: the CPUs this process may use]")
 @click.option("--parallel", type=click.IntRange(1, 256), default=8, show_default=True, help="Sequences decoded at once.")
 @click.option("-o", "--output", default="-", show_default=True, help="Output file, - for stdout.")
-@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="tsv", show_default=True, help="Output format.")
+@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default=None, help=FORMAT_HELP)
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 def baseline_llm_only(inputs: tuple[str, ...], model: str, question: str | None, max_nucleotides: int,
-                      max_new_tokens: int | None, threads: int | None, parallel: int, output: str, fmt: str, force: bool) -> None:
+                      max_new_tokens: int | None, threads: int | None, parallel: int, output: str, fmt: str | None, force: bool) -> None:
     """The sequence given as text to the bundle's LLM (no encoder, no projector)."""
+    fmt = output_format(output, fmt)
 
     from seqchat.annotate import with_decoding
     from seqchat.bundle import load_bundle

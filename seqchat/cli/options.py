@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 import click
@@ -60,3 +61,24 @@ TOP_P = FiniteFloat(min=0, max=1, min_open=True)
 SEED = click.IntRange(0, SEED_MAX)
 DEVICE = Device()
 THREADS = Threads()
+
+
+FORMAT_OF_SUFFIX = {".tsv": "tsv", ".jsonl": "jsonl", ".json": "json"}
+FORMAT_HELP = "Output format.  [default: from -o's extension (.tsv, .jsonl, .json), else tsv]"
+
+
+def output_format(output: str, fmt: str | None) -> str:
+    """The format to write: `-f`, else the one `-o`'s extension names, else TSV. A clash
+    between the two is an error, so that `-o a.tsv -f jsonl` never writes JSON Lines into a
+    file named .tsv; so is a `.gz` name, since the output is written uncompressed."""
+    if output != "-" and output.lower().endswith(".gz"):
+        raise click.BadParameter(
+            f"{output}: the output is not compressed; write {output[:-3]} and gzip it, or pipe "
+            "-o - through gzip", param_hint="'-o'",
+        )
+    implied = FORMAT_OF_SUFFIX.get(Path(output).suffix.lower()) if output != "-" else None
+    if fmt is not None and implied is not None and fmt != implied:
+        raise click.BadParameter(
+            f"{fmt} clashes with {output}, which names a {implied} file", param_hint="'-f'"
+        )
+    return fmt or implied or "tsv"

@@ -9,7 +9,7 @@ import click
 
 from seqchat import __version__
 from seqchat.cli.group import FORMATS
-from seqchat.cli.options import THREADS
+from seqchat.cli.options import FORMAT_HELP, THREADS, output_format
 from seqchat.system import available_cpus
 
 SEARCH_COLUMNS = (
@@ -28,12 +28,13 @@ comes from and the reference's description."""
 @click.option("--evalue", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True,
               help="Largest E-value reported.")
 @click.option("-o", "--output", default="-", show_default=True, help="Output file, - for stdout.")
-@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="tsv", show_default=True, help="Output format.")
+@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default=None, help=FORMAT_HELP)
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("-t", "--threads", type=THREADS, default=None, help="Threads.  [default: the CPUs this process may use]")
 def search(inputs: tuple[str, ...], references: tuple[str, ...], max_hits: int, evalue: float,
-           output: str, fmt: str, force: bool, threads: int | None) -> None:
+           output: str, fmt: str | None, force: bool, threads: int | None) -> None:
     """Search INPUTS (FASTA, plain or gzip, - for stdin) in reference sets: one row per hit."""
+    fmt = output_format(output, fmt)
     from seqchat.homology.reference import load_reference
     from seqchat.homology.search import search as search_hits
     from seqchat.io.sequences import read_records
