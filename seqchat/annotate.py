@@ -278,11 +278,7 @@ class Annotator:
     def cache_context(self) -> dict[str, str]:
         """What, besides the sequence, decides an answer: the key space of a ResultCache."""
         context = {k: v for k, v in self.provenance().items() if k != "bundle"}
-        context["sha256 seqchat.yaml"] = sha256_file(self.bundle.root / CONFIG_NAME)
         context["question"] = self.question
-        context["llama.cpp"] = llama_cpp.__version__
-        context["encoder runtime"] = self.soft_tokenizer.runtime_name
-        context["device"] = self.soft_tokenizer.device_type
         return context
 
     def _generate(self, searched: Iterable[Searched]) -> Iterator[Annotation]:
@@ -325,7 +321,11 @@ class Annotator:
             ),
         }
         for name, digest in self.weight_digests.items():
-            items[f"sha256 {name}"] = digest
+            items[f"sha256_{name}"] = digest
+        items["sha256_seqchat.yaml"] = sha256_file(self.bundle.root / CONFIG_NAME)
+        items["llama_cpp"] = llama_cpp.__version__
+        items["encoder_runtime"] = self.soft_tokenizer.runtime_name
+        items["device"] = self.soft_tokenizer.device_type
         if self.evidence is not None:
             items.update(self.evidence.provenance())
         return items

@@ -138,7 +138,7 @@ def test_each_format_reads_back(
         assert all(isinstance(r["length"], int) and isinstance(r["mean_logprob"], float) for r in rows)
     elif fmt == "jsonl":
         lines = [json.loads(line) for line in lines_of(text)]
-        assert list(lines[0]) == ["provenance"] and len(lines) == 1 + len(reference[1])
+        assert [row["id"] for row in lines] == [row["id"] for row in reference[1]]
     else:
         assert text == reference[0]
 
@@ -183,17 +183,19 @@ def test_resume_after_a_partial_run(
     complete = tmp_path / f"complete.{fmt}"
     annotate(tiny_bundle, [str(small_fasta)], complete, "-f", fmt, *settings)
     # The partial of an interrupted run: header, the first 3 rows, and a row cut short.
-    # (JSON output is kept as JSON Lines until it is complete.)
-    source = complete
-    if fmt == "json":
+    # (JSON Lines and JSON are kept as rows after a provenance line until they are complete.)
+    k = 3
+    resumed = tmp_path / f"resumed.{fmt}"
+    if fmt == "tsv":
+        lines = lines_of(complete.read_text())
+        n_header = next(i for i, line in enumerate(lines) if not line.startswith("#")) + 1
+        header, rows = "".join(lines[:n_header]), lines[n_header:]
+    else:
         source = tmp_path / "complete-lines.jsonl"
         annotate(tiny_bundle, [str(small_fasta)], source, "-f", "jsonl", *settings)
-    lines = lines_of(source.read_text())
-    n_header = next(i for i, line in enumerate(lines) if not line.startswith("#")) + 1 if fmt == "tsv" else 1
-    k = 3
-    cut = lines[n_header + k]
-    resumed = tmp_path / f"resumed.{fmt}"
-    partial_path(resumed).write_text("".join(lines[: n_header + k]) + cut[: len(cut) // 2])
+        header = json.dumps({"provenance": read_table(source)[0], "format": fmt}) + "\n"
+        rows = lines_of(source.read_text())
+    partial_path(resumed).write_text(header + "".join(rows[:k]) + rows[k][: len(rows[k]) // 2])
 
     annotate(tiny_bundle, [str(small_fasta)], resumed, "-f", fmt, "--resume", *settings)
 
@@ -410,12 +412,12 @@ def test_real_process_reads_gzip_and_stdin_and_writes_stdout(
     assert provenance["bundle"] == f"tiny ({tiny_bundle})"
     assert provenance["command"] == shlex.join(["seqchat", *args])
     sha = lambda path: hashlib.sha256(path.read_bytes()).hexdigest()  # noqa: E731
-    assert provenance["sha256 llm"] == sha(tiny_bundle / "llm.gguf")
-    assert provenance["sha256 projector"] == sha(tiny_bundle / "projector.safetensors")
-    assert provenance["sha256 encoder/model.safetensors"] == sha(tiny_bundle / "encoder" / "model.safetensors")
+    assert provenance["sha256_llm"] == sha(tiny_bundle / "llm.gguf")
+    assert provenance["sha256_projector"] == sha(tiny_bundle / "projector.safetensors")
+    assert provenance["sha256_encoder/model.safetensors"] == sha(tiny_bundle / "encoder" / "model.safetensors")
     assert "max_new_tokens=12" in provenance["decoding"]
     header = result.stdout.split("\n")
-    for line in ("# seqchat: 0.1.0", "# bundle: ", "# sha256 llm: ", "# command: seqchat annotate"):
+    for line in ("# seqchat: 0.1.0", "# bundle: ", "# sha256_llm: ", "# command: seqchat annotate"):
         assert any(h.startswith(line) for h in header), line
 
 

@@ -103,7 +103,7 @@ def test_annotate_with_a_compiled_bundle_imports_no_torch(
     assert result.stdout.strip().splitlines()[-1] == "[]"
     provenance, rows = read_table(out)
     assert len(rows) == 8
-    assert "sha256 compiled/encoder.onnx" in provenance
+    assert "sha256_compiled/encoder.onnx" in provenance
 
 
 def test_stale_graphs_are_refused(compiled_bundle: Path, small_fasta: Path, tmp_path: Path) -> None:

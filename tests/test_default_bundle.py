@@ -27,7 +27,7 @@ def test_default_bundle_annotates_the_examples(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     provenance, rows = read_table(out)
     assert provenance["bundle"].startswith("default ")
-    assert "sha256 projector" in provenance and "sha256 encoder/model.safetensors" in provenance
+    assert "sha256_projector" in provenance and "sha256_encoder/model.safetensors" in provenance
     ids = [line[1:].split()[0] for line in (ROOT / "examples/genes.fasta").read_text().splitlines() if line.startswith(">")]
     assert [row["id"] for row in rows] == ids
     assert all(row["description"].strip() and 0 < int(row["n_tokens"]) <= 16 for row in rows)
@@ -41,7 +41,7 @@ def test_instruct_bundle_answers_a_question_with_its_lora(tmp_path: Path) -> Non
     )
     assert result.returncode == 0, result.stderr
     provenance, rows = read_table(out)
-    assert "sha256 lora" in provenance
+    assert "sha256_lora" in provenance
     assert "What class of RNA is this?" in provenance["prompt"]
     assert len(rows) == 7 and all(row["description"].strip() for row in rows)
 

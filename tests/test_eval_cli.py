@@ -25,7 +25,7 @@ def test_nearest_neighbour_copies_the_most_similar_reference(tmp_path: Path) -> 
     query = write_fasta(tmp_path / "q.fa", [("q1", REFERENCES[0][1][:-2] + "AA"), ("q2", REFERENCES[1][1])])
     result = invoke(["baseline", "nearest", str(query), "--reference", str(references), "-k", "4", "-f", "jsonl"])
     assert result.exit_code == 0, result.stderr
-    rows = [json.loads(line) for line in result.stdout.splitlines()][1:]
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(r["id"], r["neighbour"], r["description"]) for r in rows] == [
         ("q1", "g1", "transfer RNA for proline"),
         ("q2", "g2", "ribosomal protein of the large subunit"),

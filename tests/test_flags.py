@@ -3,6 +3,7 @@ a non-zero exit, and nothing left behind. Then a hypothesis fuzz of the same che
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -199,7 +200,7 @@ def test_a_library_annotator_refuses_a_question_too(tiny_bundle: Path) -> None:
     [
         ("a.tsv", ["-f", "jsonl"], ["'-f'", "jsonl clashes with", "a.tsv", "tsv file"]),
         ("a.json", ["-f", "tsv"], ["'-f'", "a.json"]),
-        ("a.tsv.gz", [], ["'-o'", "a.tsv.gz", "not compressed"]),
+        ("a.tsv.gz", ["-f", "json"], ["'-f'", "json clashes with", "a.tsv.gz", "tsv file"]),
     ],
 )
 def test_an_output_name_that_contradicts_the_format_is_refused(
@@ -210,15 +211,25 @@ def test_an_output_name_that_contradicts_the_format_is_refused(
     assert_clean_failure(result.exit_code, result.stderr, *words)
 
 
-@pytest.mark.parametrize(("name", "fmt"), [("a.jsonl", "jsonl"), ("a.JSON", "json"), ("a.txt", "tsv")])
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [("a.jsonl", "jsonl"), ("a.JSON", "json"), ("a.txt", "tsv"), ("a.tsv.gz", "tsv"),
+     ("a.jsonl.gz", "jsonl"), ("a.json.GZ", "json")],
+)
 def test_the_format_follows_the_output_name(tiny_bundle: Path, fasta: Path, name: str, fmt: str) -> None:
     out = fasta.parent / name
     result = run_annotate(fasta, "--max-new-tokens", "2", "-t", "1", model=str(tiny_bundle), out=out)
     assert result.exit_code == 0, result.stderr
-    lines = out.read_text().splitlines()
+    data = out.read_bytes()
+    if name.lower().endswith(".gz"):
+        assert data[:2] == b"\x1f\x8b"
+        data = gzip.decompress(data)
+    lines = data.decode().splitlines()
     if fmt == "tsv":
         assert lines[0].startswith("#") and any(line.startswith("id\t") for line in lines)
     elif fmt == "jsonl":
-        assert all(json.loads(line) for line in lines)
+        assert all("id" in json.loads(line) for line in lines)
+        sidecar = json.loads(Path(f"{out}.provenance.json").read_text())
+        assert {"seqchat", "sha256_llm", "llama_cpp", "command"} <= set(sidecar["provenance"])
     else:
         assert set(json.loads("\n".join(lines))) == {"provenance", "results"}

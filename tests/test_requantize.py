@@ -61,7 +61,7 @@ def test_annotate_records_the_requantized_weights(bundle_copy, home: Path, tmp_p
     assert result.exit_code == 0, result.stderr
     provenance, rows = read_table(out)
     derived = load_bundle(str(bundle_dir)).llm_path
-    assert provenance["sha256 llm"] == hashlib.sha256(derived.read_bytes()).hexdigest()
+    assert provenance["sha256_llm"] == hashlib.sha256(derived.read_bytes()).hexdigest()
     assert [row["id"] for row in rows] == ["a", "b"]
 
 

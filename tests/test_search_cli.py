@@ -110,7 +110,7 @@ def test_search_finds_own_and_mutated_but_not_shuffled(reference_dir: Path, quer
     assert best["mutant"]["sseqid"] == "ref5" and 80 <= float(best["mutant"]["pident"]) < 95
     assert "shuffled" not in best
     assert all(float(row["evalue"]) <= 1e-3 for row in rows)
-    assert provenance["reference lab"].startswith(
+    assert provenance["reference_lab"].startswith(
         json.loads((reference_dir / "manifest.json").read_text())["content_sha256"]
     )
     again = invoke(["search", str(queries[0]), "-r", str(reference_dir), "-o", str(out)])
@@ -142,7 +142,7 @@ def test_annotate_shows_the_evidence_in_every_format(
     assert by_id["mutant"]["top_hit"] == "ref5"
     empty = "" if fmt == "tsv" else None
     assert [by_id["shuffled"][column] for column in EVIDENCE] == [empty] * 4
-    assert "reference lab" in provenance and "search" in provenance
+    assert "reference_lab" in provenance and "search" in provenance
 
 
 def test_annotate_without_a_reference_keeps_its_columns(tiny_bundle: Path, queries, tmp_path: Path) -> None:
@@ -182,7 +182,7 @@ def test_resume_refuses_another_reference(
     assert invoke(["annotate", *args, "-r", str(reference_dir)]).exit_code == 0
     shutil.move(out, partial_path(out))
     result = invoke(["annotate", *args, "-r", str(other), "--resume"])
-    assert_clean_failure(result.exit_code, result.stderr, "cannot resume", "reference lab")
+    assert_clean_failure(result.exit_code, result.stderr, "cannot resume", "reference_lab")
 
 
 def test_a_bundle_carries_a_packed_reference(

@@ -1,3 +1,4 @@
+import gzip
 import json
 
 import pytest
@@ -17,6 +18,7 @@ from seqchat.io.writers import (
     ResumeMismatchError,
     open_writer,
     partial_path,
+    provenance_sidecar,
 )
 
 PROVENANCE = {"seqchat": "0.1.0", "bundle_sha256": "abc123", "prompt": "Describe\nit"}
@@ -85,12 +87,44 @@ def test_json_formats_read_back_typed(tmp_path, fmt):
     assert not partial_path(path).exists()
 
 
-def test_jsonl_layout(tmp_path):
+def test_jsonl_holds_rows_only_and_its_provenance_is_a_sidecar(tmp_path):
     path = tmp_path / "out.jsonl"
     write_rows(path, "jsonl")
     lines = path.read_text().splitlines()
-    assert json.loads(lines[0]) == {"provenance": PROVENANCE}
-    assert [json.loads(line) for line in lines[1:]] == ROWS
+    assert [json.loads(line) for line in lines] == ROWS
+    assert json.loads(provenance_sidecar(path).read_text()) == {"provenance": PROVENANCE}
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_jsonl_without_its_sidecar_reads_back_without_provenance(tmp_path):
+    path = tmp_path / "out.jsonl"
+    write_rows(path, "jsonl")
+    provenance_sidecar(path).unlink()
+    assert read_table(path) == ({}, ROWS)
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "jsonl", "json"])
+def test_a_gz_name_is_published_gzip_compressed_and_reproducibly(tmp_path, fmt):
+    plain, packed = tmp_path / f"out.{fmt}", tmp_path / f"out.{fmt}.gz"
+    write_rows(plain, fmt)
+    write_rows(packed, fmt)
+    assert packed.read_bytes()[:2] == b"\x1f\x8b"
+    assert gzip.decompress(packed.read_bytes()) == plain.read_bytes()
+    assert read_table(packed) == read_table(plain)
+    first = packed.read_bytes()
+    write_rows(packed, fmt, force=True)
+    assert packed.read_bytes() == first
+    assert not partial_path(packed).exists() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_gz_output_resumes_from_its_uncompressed_partial(tmp_path):
+    path = tmp_path / "out.tsv.gz"
+    interrupted_run(path, "tsv", ROWS, cut_bytes=5)
+    assert partial_path(path).read_text().startswith("# seqchat")
+    with open_writer(path, "tsv", ANNOTATION_COLUMNS, PROVENANCE, resume=True) as writer:
+        assert writer.completed_ids == {"s1"}
+        writer.write(ROWS[1])
+    assert read_table(path) == (PROVENANCE, as_strings(ROWS))
 
 
 def test_json_is_one_document(tmp_path):
@@ -109,7 +143,7 @@ def test_only_given_columns_in_order(tmp_path):
     path = tmp_path / "out.jsonl"
     with open_writer(path, "jsonl", ("length", "id"), {}) as writer:
         writer.write({"id": "x", "length": 2, "extra": "dropped"})
-    line = path.read_text().splitlines()[1]
+    line = path.read_text().splitlines()[0]
     assert line == '{"length": 2, "id": "x"}'
 
 
@@ -198,9 +232,11 @@ def test_resume_with_other_format_is_refused(tmp_path):
 def test_stdout(capsys, fmt):
     write_rows("-", fmt)
     out = capsys.readouterr().out
-    header = "# seqchat: 0.1.0" if fmt == "tsv" else json.dumps({"provenance": PROVENANCE})
-    assert out.splitlines()[0] == header
-    assert len(out.splitlines()) == (6 if fmt == "tsv" else 3)
+    if fmt == "tsv":
+        assert out.splitlines()[0] == "# seqchat: 0.1.0"
+        assert len(out.splitlines()) == 6
+    else:
+        assert [json.loads(line) for line in out.splitlines()] == ROWS
 
 
 def test_stdout_json_document(capsys):

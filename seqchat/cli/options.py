@@ -64,19 +64,22 @@ THREADS = Threads()
 
 
 FORMAT_OF_SUFFIX = {".tsv": "tsv", ".jsonl": "jsonl", ".json": "json"}
-FORMAT_HELP = "Output format.  [default: from -o's extension (.tsv, .jsonl, .json), else tsv]"
+FORMAT_HELP = (
+    "Output format.  [default: from -o's extension (.tsv, .jsonl, .json, each also with .gz "
+    "for gzip), else tsv]"
+)
 
 
 def output_format(output: str, fmt: str | None) -> str:
-    """The format to write: `-f`, else the one `-o`'s extension names, else TSV. A clash
-    between the two is an error, so that `-o a.tsv -f jsonl` never writes JSON Lines into a
-    file named .tsv; so is a `.gz` name, since the output is written uncompressed."""
-    if output != "-" and output.lower().endswith(".gz"):
-        raise click.BadParameter(
-            f"{output}: the output is not compressed; write {output[:-3]} and gzip it, or pipe "
-            "-o - through gzip", param_hint="'-o'",
-        )
-    implied = FORMAT_OF_SUFFIX.get(Path(output).suffix.lower()) if output != "-" else None
+    """The format to write: `-f`, else the one `-o`'s extension names (before a `.gz`, which
+    makes the writer compress), else TSV. A clash between the two is an error, so that
+    `-o a.tsv -f jsonl` never writes JSON Lines into a file named .tsv."""
+    if output == "-":
+        return fmt or "tsv"
+    name = Path(output)
+    if name.suffix.lower() == ".gz":
+        name = name.with_suffix("")
+    implied = FORMAT_OF_SUFFIX.get(name.suffix.lower())
     if fmt is not None and implied is not None and fmt != implied:
         raise click.BadParameter(
             f"{fmt} clashes with {output}, which names a {implied} file", param_hint="'-f'"

@@ -44,7 +44,7 @@ def search(inputs: tuple[str, ...], references: tuple[str, ...], max_hits: int, 
     sets = [load_reference(directory) for directory in references]
     provenance = {"seqchat": __version__}
     for ref in sets:
-        provenance[f"reference {ref.name}"] = f"{ref.content_sha256} ({ref.path})"
+        provenance[f"reference_{ref.name}"] = f"{ref.content_sha256} ({ref.path})"
     provenance["search"] = f"max_hits={max_hits} evalue={evalue:g}"
     provenance["command"] = shlex.join(["seqchat", *sys.argv[1:]])
     found = search_hits(read_records(inputs), sets, max_hits=max_hits, evalue=evalue,

@@ -3,24 +3,27 @@ own TSV, JSON Lines and JSON outputs."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from seqchat.errors import SeqchatError
+from seqchat.io.compressed import open_text_file
 
 
 class EvalInputError(SeqchatError, ValueError):
     """A references or predictions file cannot be used (message names file and line)."""
 
 
-def _open_text(path: Path) -> io.TextIOBase:
+def _open_text(path: Path) -> TextIO:
+    """``path`` as text, decompressed if it is compressed (gzip, bzip2, xz, zstd)."""
     try:
-        return open(path, encoding="utf-8")  # noqa: SIM115
+        return open_text_file(path)
     except FileNotFoundError:
         raise EvalInputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise EvalInputError(f"{path}: is a directory, not a file") from None
 
 
 def _sniff(path: Path) -> str:

@@ -113,7 +113,7 @@ class Evidence:
 
     def provenance(self) -> dict[str, str]:
         """What decides the hits: every set's content hash and the search settings."""
-        items = {f"reference {ref.name}": ref.content_sha256 for ref in self.references}
+        items = {f"reference_{ref.name}": ref.content_sha256 for ref in self.references}
         items["search"] = f"max_hits={self.max_hits} evalue={self.evalue:g}"
         return items
 

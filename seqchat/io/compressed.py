@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
+import os
 import zlib
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
-__all__ = ["DECOMPRESSION_ERRORS", "compression_of", "decompressed"]
+__all__ = ["DECOMPRESSION_ERRORS", "compression_of", "decompressed", "open_text_file"]
 
 _MAGIC = (
     (b"\x1f\x8b", "gzip"),
@@ -49,3 +51,29 @@ def decompressed(binary: BinaryIO, compression: str | None) -> BinaryIO:
     except ImportError:
         raise OSError("zstd input needs the zstandard package (pip install zstandard)") from None
     return zstandard.ZstdDecompressor().stream_reader(binary, closefd=False)  # type: ignore[no-any-return]
+
+
+def open_text_file(path: str | os.PathLike[str]) -> TextIO:
+    """`path` opened as UTF-8 text, decompressed if its first bytes say it is compressed.
+    Closing the text stream closes the file."""
+    binary = open(path, "rb")  # noqa: SIM115 (owned by the returned stream)
+    try:
+        compression = compression_of(binary.peek(MAGIC_LENGTH))
+        return _OwningText(decompressed(binary, compression), binary)
+    except BaseException:
+        binary.close()
+        raise
+
+
+class _OwningText(io.TextIOWrapper):
+    """A text stream over a decompressor that also closes the file under the decompressor."""
+
+    def __init__(self, stream: BinaryIO, file: BinaryIO) -> None:
+        super().__init__(stream, encoding="utf-8")
+        self._file = file
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._file.close()

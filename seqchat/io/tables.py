@@ -3,6 +3,7 @@ TSV escaping both sides share."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from seqchat.errors import SeqchatError
+from seqchat.io.compressed import open_text_file
 
 __all__ = [
     "OutputError",
@@ -21,6 +23,7 @@ __all__ = [
     "iter_table_rows",
     "open_table_file",
     "parse_table",
+    "read_sidecar",
     "read_table",
     "unescape_tsv",
 ]
@@ -75,13 +78,33 @@ class Table:
 
 
 def read_table(path: str | os.PathLike[str]) -> tuple[dict[str, str], list[dict[str, Any]]]:
-    """Read a results file in any of the formats (detected by content): ``(provenance, rows)``.
+    """Read a results file in any of the formats (detected by content, gzip or not):
+    ``(provenance, rows)``. A JSON Lines output's provenance is its sidecar's,
+    ``<path>.provenance.json`` ({} when there is none).
 
     TSV values come back as strings (``""`` for None); JSON formats keep their JSON types.
     """
     with open_table_file(path) as handle:
         table = parse_table(handle, os.fspath(path))
-        return table.provenance, list(table.rows)
+        rows = list(table.rows)
+    if table.fmt == "jsonl" and not table.provenance:
+        return read_sidecar(path), rows
+    return table.provenance, rows
+
+
+def read_sidecar(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The provenance in JSON Lines output ``path``'s sidecar, {} when it has none."""
+    sidecar = f"{os.fspath(path)}.provenance.json"
+    try:
+        with open(sidecar, encoding="utf-8") as handle:
+            document = json.load(handle)
+    except FileNotFoundError:
+        return {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise OutputFormatError(f"{sidecar}: not a provenance file ({error})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("provenance"), dict):
+        raise OutputFormatError(f"{sidecar}: not a provenance file (needs a provenance object)")
+    return document["provenance"]
 
 
 def iter_table_rows(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
@@ -92,9 +115,11 @@ def iter_table_rows(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
 
 def open_table_file(path: str | os.PathLike[str]) -> TextIO:
     try:
-        return open(path, encoding="utf-8")
+        return open_text_file(path)
     except FileNotFoundError:
         raise OutputError(f"{os.fspath(path)}: no such file") from None
+    except IsADirectoryError:
+        raise OutputError(f"{os.fspath(path)}: is a directory, not a results file") from None
 
 
 def parse_table(handle: TextIO, name: str) -> Table:
@@ -107,6 +132,8 @@ def parse_table(handle: TextIO, name: str) -> Table:
     if header is not None:
         rows = _json_lines_rows(handle, name)
         return Table("jsonl", header["provenance"], rows, target_fmt=header.get("format"))
+    if _is_json_object(first):
+        return Table("jsonl", {}, _json_lines_rows(itertools.chain([first], handle), name, 1))
     return _parse_json_document(first + handle.read(), name)
 
 
@@ -146,8 +173,18 @@ def _json_lines_header(first: str) -> dict[str, Any] | None:
     return None
 
 
-def _json_lines_rows(lines: Iterable[str], name: str) -> Iterator[dict[str, Any]]:
-    for number, line in enumerate(lines, start=2):
+def _is_json_object(line: str) -> bool:
+    """Whether ``line`` is a whole JSON object: a row of JSON Lines, not a document's start."""
+    try:
+        return isinstance(json.loads(line), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+def _json_lines_rows(
+    lines: Iterable[str], name: str, first_number: int = 2
+) -> Iterator[dict[str, Any]]:
+    for number, line in enumerate(lines, start=first_number):
         if line.strip():
             row = _load_json(line, name, number)
             if not isinstance(row, dict):

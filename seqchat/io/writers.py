@@ -1,32 +1,37 @@
 """Write per-sequence results as TSV, JSON Lines or JSON (read back by `seqchat.io.tables`).
 
 A file is written as ``<path>.partial``, one flushed row at a time, and
-renamed onto ``<path>`` only when the run finishes cleanly. An interrupted
+published onto ``<path>`` only when the run finishes cleanly. An interrupted
 run therefore never leaves a complete-looking but truncated output, and its
 partial file lets ``--resume`` continue where it stopped. A run holds an
 exclusive lock on its partial file until it ends, so that a second run for
 the same output fails at once instead of writing into it.
+
+The partial is always uncompressed text that starts with the run's provenance (so that it
+can be appended to and checked on resume). Publishing gives each format its own form: TSV
+keeps its ``#`` header; JSON Lines holds rows only, one schema, with the provenance in a
+sidecar ``<path>.provenance.json``; JSON is one document ``{"provenance", "results"}``.
+A path ending in ``.gz`` is published gzip-compressed.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
-from seqchat.io.tables import (
-    OutputError,
-    OutputFormatError,
-    escape_tsv,
-    escape_tsv_comment,
-    open_table_file,
-    parse_table,
+from seqchat.io.formats import (
+    ENCODERS,
+    PARTIAL_ENCODERS,
+    Encoder,
+    provenance_sidecar,
+    publish,
 )
+from seqchat.io.locks import OutputLockedError, claim, is_locked, locked_message
+from seqchat.io.tables import OutputError, OutputFormatError, open_table_file, parse_table
 
 __all__ = [
     "ANNOTATION_COLUMNS",
@@ -41,6 +46,7 @@ __all__ = [
     "kept_partials",
     "open_writer",
     "partial_path",
+    "provenance_sidecar",
 ]
 
 ANNOTATION_COLUMNS = ("id", "length", "description", "n_tokens", "mean_logprob", "truncated")
@@ -62,10 +68,6 @@ class OutputUsageError(OutputError, ValueError):
     """The writer was asked for something that cannot work, e.g. resuming stdout."""
 
 
-class OutputLockedError(OutputError):
-    """Another live run is writing the same partial output."""
-
-
 def partial_path(path: str | os.PathLike[str]) -> Path:
     """Where output for ``path`` is written until the run completes."""
     return Path(f"{os.fspath(path)}.partial")
@@ -78,110 +80,6 @@ def kept_partials() -> tuple[Path, ...]:
     """The partial outputs that writers of this process kept when a run failed or was
     interrupted, for the command line to say where the rows are."""
     return tuple(_kept)
-
-
-# --- encoding ---------------------------------------------------------------
-
-
-class _Encoder:
-    """Renders a table's header, rows and ending as text in one format."""
-
-    def __init__(self, columns: tuple[str, ...]) -> None:
-        self.columns = columns
-
-    def header(self, provenance: Mapping[str, str]) -> str:
-        raise NotImplementedError
-
-    def row(self, row: Row) -> str:
-        raise NotImplementedError
-
-    def footer(self) -> str:
-        return ""
-
-
-class _TsvEncoder(_Encoder):
-    def header(self, provenance: Mapping[str, str]) -> str:
-        comments = "".join(
-            f"# {escape_tsv_comment(key)}: {escape_tsv_comment(str(value))}\n"
-            for key, value in provenance.items()
-        )
-        return comments + _tsv_line(self.columns)
-
-    def row(self, row: Row) -> str:
-        return _tsv_line(_cell(row[column]) for column in self.columns)
-
-
-class _JsonLinesEncoder(_Encoder):
-    def header(self, provenance: Mapping[str, str]) -> str:
-        return _json({"provenance": dict(provenance)}) + "\n"
-
-    def row(self, row: Row) -> str:
-        return _json({column: row[column] for column in self.columns}) + "\n"
-
-
-class _JsonPartialEncoder(_JsonLinesEncoder):
-    """The JSON Lines partial of a JSON document; its header line says so, so that a run
-    writing JSON Lines does not resume it."""
-
-    def header(self, provenance: Mapping[str, str]) -> str:
-        return _json({"provenance": dict(provenance), "format": "json"}) + "\n"
-
-
-class _JsonEncoder(_Encoder):
-    """Streams ``{"provenance": {...}, "results": [...]}`` one row at a time."""
-
-    def __init__(self, columns: tuple[str, ...]) -> None:
-        super().__init__(columns)
-        self._separator = "\n"
-
-    def header(self, provenance: Mapping[str, str]) -> str:
-        return '{"provenance": ' + _json(dict(provenance)) + ',\n "results": ['
-
-    def row(self, row: Row) -> str:
-        return self.item(_json({column: row[column] for column in self.columns}))
-
-    def item(self, encoded_row: str) -> str:
-        """Place an already JSON-encoded row in the results list."""
-        text = f"{self._separator}  {encoded_row}"
-        self._separator = ",\n"
-        return text
-
-    def footer(self) -> str:
-        return "\n ]}\n"
-
-
-_ENCODERS: dict[str, type[_Encoder]] = {
-    "tsv": _TsvEncoder,
-    "jsonl": _JsonLinesEncoder,
-    "json": _JsonEncoder,
-}
-# JSON output is kept as JSON Lines until the end, so rows can be appended.
-_PARTIAL_ENCODERS: dict[str, type[_Encoder]] = {
-    "tsv": _TsvEncoder,
-    "jsonl": _JsonLinesEncoder,
-    "json": _JsonPartialEncoder,
-}
-
-
-def _tsv_line(values: Iterable[str]) -> str:
-    return "\t".join(map(escape_tsv, values)) + "\n"
-
-
-def _cell(value: object) -> str:
-    """A TSV cell: "" for None, JSON's spelling for booleans (as JSON output writes them)."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return value if isinstance(value, str) else str(value)
-
-
-def _json(value: object) -> str:
-    """NaN and infinity are refused: written as Python spells them, they make invalid JSON."""
-    try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False)
-    except ValueError as error:
-        raise OutputError(f"cannot write NaN or infinity as JSON ({error})") from error
 
 
 # --- writing ----------------------------------------------------------------
@@ -198,7 +96,7 @@ class TableWriter:
     def __init__(
         self,
         stream: TextIO,
-        encoder: _Encoder,
+        encoder: Encoder,
         completed_ids: frozenset[str] = frozenset(),
     ) -> None:
         self.completed_ids = completed_ids
@@ -241,7 +139,7 @@ class _PartialFileWriter(TableWriter):
     def __init__(
         self,
         stream: TextIO,
-        encoder: _Encoder,
+        encoder: Encoder,
         completed_ids: frozenset[str],
         target: Path,
         fmt: str,
@@ -253,12 +151,8 @@ class _PartialFileWriter(TableWriter):
     def _commit(self) -> None:
         self._stream.flush()
         os.fsync(self._stream.fileno())
-        partial = partial_path(self._target)
         try:
-            if self._fmt == "json":
-                _publish_json(partial, self._target)
-            else:
-                os.replace(partial, self._target)
+            publish(partial_path(self._target), self._target, self._fmt)
         finally:
             self._stream.close()  # releases the lock only once the partial is gone
 
@@ -293,7 +187,7 @@ def open_writer(
     existing partial output is continued if its provenance agrees with this
     run's on every key in ``resume_keys``.
     """
-    if fmt not in _ENCODERS:
+    if fmt not in ENCODERS:
         raise OutputUsageError(
             f"unknown output format {fmt!r} (choose one of: {', '.join(FORMATS)})"
         )
@@ -304,7 +198,7 @@ def open_writer(
             raise OutputUsageError(
                 "cannot resume output written to stdout; give an output file to use --resume"
             )
-        encoder = _ENCODERS[fmt](columns)
+        encoder = ENCODERS[fmt](columns)
         sys.stdout.write(encoder.header(provenance))
         sys.stdout.flush()
         return TableWriter(sys.stdout, encoder)
@@ -329,8 +223,8 @@ def _check_not_written(target: Path, *, force: bool, resume: bool) -> None:
     if not target.parent.is_dir():
         raise OutputUsageError(f"{target}: the folder {target.parent} does not exist")
     partial = partial_path(target)
-    if _is_locked(partial):
-        raise OutputLockedError(_locked_message(partial))
+    if is_locked(partial):
+        raise OutputLockedError(locked_message(partial))
     if force:
         return
     if target.exists():
@@ -356,9 +250,9 @@ def _open_partial(
     force: bool,
     resume_keys: Sequence[str],
 ) -> _PartialFileWriter:
-    encoder = _PARTIAL_ENCODERS[fmt](columns)
+    encoder = PARTIAL_ENCODERS[fmt](columns)
     partial = partial_path(target)
-    stream = open(_claim(partial, resume=resume, force=force), "a", encoding="utf-8", newline="")
+    stream = open(claim(partial, resume=resume, force=force), "a", encoding="utf-8", newline="")
     try:
         if resume and _drop_incomplete_line(partial) > 0:
             completed = _resumable_ids(partial, fmt, columns, provenance, resume_keys)
@@ -370,85 +264,6 @@ def _open_partial(
         stream.close()
         raise
     return _PartialFileWriter(stream, encoder, completed, target, fmt)
-
-
-# --- one run per partial file -------------------------------------------------
-# The lock is flock(2)'s, on the open file: the kernel drops it when the run ends, however it
-# ends, so a partial left by a killed run is never mistaken for a live one.
-
-_WRITE = os.O_WRONLY | os.O_APPEND
-
-
-def _locked_message(partial: Path) -> str:
-    return (
-        f"{partial}: another seqchat run is writing this file "
-        "(wait for it to finish, or write to another output)"
-    )
-
-
-def _is_locked(partial: Path) -> bool:
-    """Whether a live run holds ``partial``."""
-    try:
-        fd = os.open(partial, os.O_RDONLY)
-    except OSError:  # absent; one that cannot be opened is reported when it is claimed
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-def _claim(partial: Path, *, resume: bool, force: bool) -> int:
-    """Open ``partial`` for appending, locked for this run: the existing file when resuming,
-    else a new one, created exclusively (after ``force`` removed a leftover no run holds)."""
-    try:
-        if resume and partial.exists():
-            fd = os.open(partial, _WRITE)
-        else:
-            if force:
-                _remove_leftover(partial)
-            fd = os.open(partial, _WRITE | os.O_CREAT | os.O_EXCL, 0o666)
-    except FileExistsError:  # another run created it since it was checked
-        raise OutputLockedError(_locked_message(partial)) from None
-    except OSError as error:
-        raise OutputError(f"{partial}: cannot be written ({error.strerror})") from None
-    _lock(fd, partial)
-    return fd
-
-
-def _lock(fd: int, partial: Path) -> None:
-    """Take the lock on ``fd``, opened on ``partial``, or close it and fail.
-
-    Once locked, the file must still be the one at that path: the run that held it may have
-    finished and renamed it, or a ``--force`` run replaced it, between the open and the lock.
-    """
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        ours = os.path.samestat(os.fstat(fd), os.stat(partial))
-    except (BlockingIOError, FileNotFoundError):
-        ours = False
-    except OSError as error:
-        os.close(fd)
-        raise OutputError(f"{partial}: cannot be locked ({error.strerror})") from None
-    if not ours:
-        os.close(fd)
-        raise OutputLockedError(_locked_message(partial))
-
-
-def _remove_leftover(partial: Path) -> None:
-    """Delete the partial output of a run that is over; fail if a live run holds it."""
-    try:
-        fd = os.open(partial, _WRITE)
-    except FileNotFoundError:
-        return
-    _lock(fd, partial)
-    try:
-        partial.unlink()
-    finally:
-        os.close(fd)
 
 
 def _drop_incomplete_line(path: Path) -> int:
@@ -501,22 +316,3 @@ def _check_columns(found: tuple[str, ...], expected: tuple[str, ...], cannot: st
         )
 
 
-def _publish_json(partial: Path, target: Path) -> None:
-    """Stream the JSON Lines partial into the final JSON document, then replace the target."""
-    staging = Path(f"{target}.tmp")
-    try:
-        with (
-            open(partial, encoding="utf-8") as lines,
-            open(staging, "w", encoding="utf-8", newline="") as out,
-        ):
-            document = _JsonEncoder(())
-            out.write(document.header(json.loads(lines.readline())["provenance"]))
-            for line in lines:
-                out.write(document.item(line.rstrip("\n")))
-            out.write(document.footer())
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(staging, target)
-    finally:
-        staging.unlink(missing_ok=True)
-    partial.unlink()
