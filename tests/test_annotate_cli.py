@@ -216,6 +216,24 @@ def test_resume_refuses_a_partial_from_other_settings(tiny_bundle: Path, small_f
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "key", ["llama_cpp", "encoder_runtime", "device", "sha256_seqchat.yaml", "sha256_llm"]
+)
+def test_resume_refuses_a_partial_from_another_runtime_or_config(
+    tiny_bundle: Path, small_fasta: Path, tmp_path: Path, key: str
+) -> None:
+    complete = tmp_path / "complete.tsv"
+    annotate(tiny_bundle, [str(small_fasta)], complete)
+    lines = lines_of(complete.read_text())
+    assert sum(line.startswith(f"# {key}: ") for line in lines) == 1
+    edited = [f"# {key}: something else\n" if line.startswith(f"# {key}: ") else line for line in lines]
+    out = tmp_path / "out.tsv"
+    partial_path(out).write_text("".join(edited[:-3]))
+    result = invoke(["annotate", str(small_fasta), "-m", str(tiny_bundle), "-o", str(out), "--resume", "-q", "-t", "1"])
+    assert_clean_failure(result.exit_code, result.stderr, "cannot resume", repr(key), "something else")
+    assert not out.exists()
+
+
 def test_resume_needs_an_output_file(tiny_bundle: Path, small_fasta: Path) -> None:
     result = invoke(["annotate", str(small_fasta), "-m", str(tiny_bundle), "--resume"])
     assert result.exit_code == 2 and "--resume needs an output file" in result.stderr
