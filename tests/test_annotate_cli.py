@@ -165,9 +165,11 @@ def test_shards_together_equal_the_whole(tiny_bundle: Path, small_fasta: Path, r
     assert as_text(merged) == whole
 
 
-def test_bad_shard_is_a_usage_error(tiny_bundle: Path, small_fasta: Path, tmp_path: Path) -> None:
-    result = invoke(["annotate", str(small_fasta), "-m", str(tiny_bundle), "-o", str(tmp_path / "x.tsv"), "--shard", "2/2"])
-    assert result.exit_code == 2 and "--shard" in result.stderr
+@pytest.mark.parametrize(("shard", "words"), [("2/2", "need 0 <= I < N"), ("1-4", "is not I/N"), ("0/0", "need 0 <= I < N")])
+def test_bad_shard_is_a_usage_error(tiny_bundle: Path, small_fasta: Path, tmp_path: Path, shard: str, words: str) -> None:
+    result = invoke(["annotate", str(small_fasta), "-m", str(tiny_bundle), "-o", str(tmp_path / "x.tsv"), "--shard", shard])
+    assert result.exit_code == 2
+    assert_clean_failure(result.exit_code, result.stderr, "--shard", words)
     assert not (tmp_path / "x.tsv").exists()
 
 

@@ -233,3 +233,26 @@ def test_the_format_follows_the_output_name(tiny_bundle: Path, fasta: Path, name
         assert {"seqchat", "sha256_llm", "llama_cpp", "command"} <= set(sidecar["provenance"])
     else:
         assert set(json.loads("\n".join(lines))) == {"provenance", "results"}
+
+
+@pytest.mark.parametrize(("name", "command"), all_commands(), ids=[n for n, _c in all_commands()])
+def test_defaults_in_help_are_values(name: str, command) -> None:
+    """A default that depends on the bundle or the machine still shows the value it takes."""
+    import click
+
+    from seqchat.system import available_cpus
+
+    for option in (p for p in command.params if isinstance(p, click.Option)):
+        if option.name == "threads":
+            assert f"[default: {available_cpus()}," in option.help, name
+        if option.name in ("max_new_tokens", "temperature", "top_p"):
+            assert "[default: the bundle's generation." in option.help, name
+
+
+def test_help_shows_the_generation_defaults_a_bundle_gets() -> None:
+    from seqchat.bundle_schema import GenerationSection
+    from seqchat.cli.options import GENERATION_DEFAULTS, bundle_default
+
+    for key, value in GENERATION_DEFAULTS.items():
+        assert GenerationSection.model_fields[key].default == value
+    assert bundle_default("max_new_tokens").endswith("else 64]")

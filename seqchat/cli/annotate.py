@@ -17,24 +17,14 @@ from seqchat.cli.options import (
     FORMAT_HELP,
     SEED,
     TEMPERATURE,
+    SHARD,
     THREADS,
     TOP_P,
+    bundle_default,
     output_format,
+    threads_default,
 )
 from seqchat.system import available_cpus
-
-
-def parse_shard(value: str | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    try:
-        index_text, count_text = value.split("/")
-        index, count = int(index_text), int(count_text)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not I/N (e.g. 0/4)", param_hint="--shard")
-    if count < 1 or not 0 <= index < count:
-        raise click.BadParameter(f"{value!r}: need 0 <= I < N", param_hint="--shard")
-    return index, count
 
 
 def check_file_inputs(paths: Iterable[str]) -> int | None:
@@ -100,14 +90,14 @@ def _pending(records: Iterable[Any], shard: tuple[int, int] | None, done: frozen
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--resume", is_flag=True, help="Continue a killed run from its completed rows.")
 @click.option("--question", default=None, help="Ask this instead of the bundle's default question.")
-@click.option("--max-new-tokens", type=click.IntRange(1), default=None, help="Longest answer, in tokens [bundle].")
-@click.option("--temperature", type=TEMPERATURE, default=None, help="0 is greedy [bundle].")
-@click.option("--top-p", type=TOP_P, default=None, help="Nucleus sampling, in (0, 1] [bundle].")
+@click.option("--max-new-tokens", type=click.IntRange(1), default=None, help=f"Longest answer, in tokens.  {bundle_default('max_new_tokens')}")
+@click.option("--temperature", type=TEMPERATURE, default=None, help=f"Sampling temperature, 0 is greedy.  {bundle_default('temperature')}")
+@click.option("--top-p", type=TOP_P, default=None, help=f"Nucleus sampling, in (0, 1].  {bundle_default('top_p')}")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for sampling.")
-@click.option("--threads", "-t", type=THREADS, default=None, help="CPU threads [all cores].")
+@click.option("--threads", "-t", type=THREADS, default=None, help=f"CPU threads.  {threads_default()}")
 @click.option("--parallel", type=click.IntRange(1, 256), default=8, show_default=True, help="Sequences decoded at once.")
 @click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--shard", default=None, metavar="I/N", help="Only every N-th record, starting at I (0-based).")
+@click.option("--shard", type=SHARD, default=None, help="Only every N-th record, starting at I (0-based).")
 @click.option("-r", "--reference", "references", multiple=True, type=click.Path(file_okay=False),
               help="A reference set (seqchat reference build) searched beside the bundle's own; repeatable.")
 @click.option("--no-bundle-reference", is_flag=True,
@@ -131,7 +121,7 @@ def annotate(
     threads: int | None,
     parallel: int,
     device: str,
-    shard: str | None,
+    shard: tuple[int, int] | None,
     references: tuple[str, ...],
     no_bundle_reference: bool,
     cache_dir: str | None,
@@ -152,7 +142,6 @@ def annotate(
     from seqchat.llm.prompt import check_question
 
     fmt = output_format(output, fmt)
-    shard_spec = parse_shard(shard)
     if resume and output == "-":
         raise click.UsageError("--resume needs an output file (-o FILE)")
     if resume and force:
@@ -197,7 +186,7 @@ def annotate(
             if total is not None:
                 progress.update(task, completed=len(writer.completed_ids))
             started, done = time.monotonic(), 0
-            todo = _pending(records, shard_spec, writer.completed_ids)
+            todo = _pending(records, shard, writer.completed_ids)
             for annotation in annotator.annotate(todo, cache):
                 writer.write(annotation.as_row())
                 done += 1

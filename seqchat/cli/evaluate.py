@@ -12,7 +12,7 @@ import click
 
 from seqchat import __version__
 from seqchat.cli.group import FORMATS
-from seqchat.cli.options import FORMAT_HELP, THREADS, output_format
+from seqchat.cli.options import FORMAT_HELP, THREADS, bundle_default, output_format, threads_default
 from seqchat.errors import SeqchatError
 from seqchat.home import seqchat_home
 from seqchat.system import available_cpus
@@ -93,7 +93,7 @@ def baseline() -> None:
               help="kmer: the closest k-mer profile. align: the best alignment hit with E <= --evalue (HMMER), else the closest k-mer profile.")
 @click.option("-k", type=click.IntRange(1, 13), default=None, help="k-mer size.  [default: 8]")
 @click.option("--evalue", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True, help="Largest E-value of a hit to copy (align).")
-@click.option("-t", "--threads", type=THREADS, default=None, help="Threads.  [default: the CPUs this process may use]")
+@click.option("-t", "--threads", type=THREADS, default=None, help=f"Threads.  {threads_default()}")
 @click.option("-o", "--output", default="-", show_default=True, help="Output file, - for stdout.")
 @click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default=None, help=FORMAT_HELP)
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
@@ -180,8 +180,8 @@ def baseline_most_common(inputs: tuple[str, ...], reference: str, output: str, f
 @click.option("-m", "--model", default="default", show_default=True, help="Bundle whose LLM answers.")
 @click.option("--question", default=None, help="Question asked after the sequence text.")
 @click.option("--max-nucleotides", type=click.IntRange(1), default=1000, show_default=True, help="Longest sequence text shown.")
-@click.option("--max-new-tokens", type=click.IntRange(1), default=None, help="Longest answer, in tokens.  [default: the bundle's]")
-@click.option("-t", "--threads", type=THREADS, default=None, help="Threads.  [default: the CPUs this process may use]")
+@click.option("--max-new-tokens", type=click.IntRange(1), default=None, help=f"Longest answer, in tokens.  {bundle_default('max_new_tokens')}")
+@click.option("-t", "--threads", type=THREADS, default=None, help=f"Threads.  {threads_default()}")
 @click.option("--parallel", type=click.IntRange(1, 256), default=8, show_default=True, help="Sequences decoded at once.")
 @click.option("-o", "--output", default="-", show_default=True, help="Output file, - for stdout.")
 @click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default=None, help=FORMAT_HELP)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from seqchat.cli.options import DEVICE, SEED, THREADS
+from seqchat.cli.options import DEVICE, SEED, THREADS, threads_default
 
 
 def _load_run_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -51,7 +51,7 @@ _TRAINING_OPTIONS = [
     click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --out."),
     click.option("--reference", type=click.Path(file_okay=False), default=None, help="Reference set of the training data (seqchat reference build): the evidence of a grounded prompt."),
     click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for initialisation and data order."),
-    click.option("--threads", "-t", type=THREADS, default=None, help="CPU threads.  [default: the CPUs this process may use]"),
+    click.option("--threads", "-t", type=THREADS, default=None, help=f"CPU threads.  {threads_default()}"),
     click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu or cuda[:N]."),
 ]
 

@@ -56,11 +56,45 @@ class Threads(click.IntRange):
         return count
 
 
+class Shard(click.ParamType):
+    """``I/N``: every N-th record, starting at the I-th (0-based), as ``(I, N)``."""
+
+    name = "I/N"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            index_text, count_text = str(value).split("/")
+            index, count = int(index_text), int(count_text)
+        except ValueError:
+            self.fail(f"{value!r} is not I/N (e.g. 0/4)", param, ctx)
+        if count < 1 or not 0 <= index < count:
+            self.fail(f"{value!r}: need 0 <= I < N", param, ctx)
+        return index, count
+
+
 TEMPERATURE = FiniteFloat(min=0)
 TOP_P = FiniteFloat(min=0, max=1, min_open=True)
 SEED = click.IntRange(0, SEED_MAX)
 DEVICE = Device()
 THREADS = Threads()
+
+GENERATION_DEFAULTS = {"max_new_tokens": 64, "temperature": 0.0, "top_p": 1.0}
+"""What a bundle's `generation:` gives when it names no value (`seqchat.bundle_schema`; a
+test keeps the two equal), shown in help without loading the schema."""
+
+
+def bundle_default(key: str) -> str:
+    """The help suffix of an option whose default is the bundle's `generation.KEY`."""
+    return f"[default: the bundle's generation.{key}, else {GENERATION_DEFAULTS[key]:g}]"
+
+
+def threads_default() -> str:
+    return f"[default: {available_cpus()}, the CPUs this process may use]"
+SHARD = Shard()
 
 
 FORMAT_OF_SUFFIX = {".tsv": "tsv", ".jsonl": "jsonl", ".json": "json"}

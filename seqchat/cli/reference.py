@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from seqchat.cli.options import THREADS
+from seqchat.cli.options import THREADS, threads_default
 from seqchat.system import available_cpus
 
 
@@ -21,7 +21,7 @@ def reference() -> None:
               help="TSV (id, description, optional product, family, go) or JSONL keyed by id (repeatable); optional when the sequence JSONL carries them.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Directory of the reference set to write.")
 @click.option("--name", default=None, help="Name of the set in hits and provenance.  [default: the directory's name]")
-@click.option("-t", "--threads", type=THREADS, default=None, help="Threads.  [default: the CPUs this process may use]")
+@click.option("-t", "--threads", type=THREADS, default=None, help=f"Threads.  {threads_default()}")
 @click.option("--force", is_flag=True, help="Replace an existing reference set (once the new one is built).")
 def reference_build(sequences: tuple[str, ...], annotations: tuple[str, ...], output: str,
                     name: str | None, threads: int | None, force: bool) -> None:

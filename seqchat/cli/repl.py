@@ -6,19 +6,27 @@ from pathlib import Path
 
 import click
 
-from seqchat.cli.options import DEVICE, SEED, TEMPERATURE, THREADS, TOP_P
+from seqchat.cli.options import (
+    DEVICE,
+    SEED,
+    TEMPERATURE,
+    THREADS,
+    TOP_P,
+    bundle_default,
+    threads_default,
+)
 from seqchat.system import available_cpus
 
 
 @click.command()
 @click.argument("inputs", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @click.option("-m", "--model", default="default", show_default=True, help="Bundle name or path.")
-@click.option("--max-new-tokens", type=click.IntRange(1), default=None, help="Longest answer, in tokens [bundle].")
-@click.option("--temperature", type=TEMPERATURE, default=None, help="0 is greedy [bundle].")
-@click.option("--top-p", type=TOP_P, default=None, help="Nucleus sampling, in (0, 1] [bundle].")
+@click.option("--max-new-tokens", type=click.IntRange(1), default=None, help=f"Longest answer, in tokens.  {bundle_default('max_new_tokens')}")
+@click.option("--temperature", type=TEMPERATURE, default=None, help=f"Sampling temperature, 0 is greedy.  {bundle_default('temperature')}")
+@click.option("--top-p", type=TOP_P, default=None, help=f"Nucleus sampling, in (0, 1].  {bundle_default('top_p')}")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for sampling.")
 @click.option("--context", type=click.IntRange(64), default=2048, show_default=True, help="Tokens one conversation may hold.")
-@click.option("--threads", "-t", type=THREADS, default=None, help="CPU threads [all cores].")
+@click.option("--threads", "-t", type=THREADS, default=None, help=f"CPU threads.  {threads_default()}")
 @click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--history", type=click.Path(dir_okay=False), default=None, help="Line history file [$SEQCHAT_HOME/repl_history].")
 @click.option("--no-history", is_flag=True, help="Keep no line history file.")

@@ -9,7 +9,7 @@ import click
 
 from seqchat import __version__
 from seqchat.cli.group import FORMATS
-from seqchat.cli.options import FORMAT_HELP, THREADS, output_format
+from seqchat.cli.options import FORMAT_HELP, THREADS, output_format, threads_default
 from seqchat.system import available_cpus
 
 SEARCH_COLUMNS = (
@@ -30,7 +30,7 @@ comes from and the reference's description."""
 @click.option("-o", "--output", default="-", show_default=True, help="Output file, - for stdout.")
 @click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default=None, help=FORMAT_HELP)
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
-@click.option("-t", "--threads", type=THREADS, default=None, help="Threads.  [default: the CPUs this process may use]")
+@click.option("-t", "--threads", type=THREADS, default=None, help=f"Threads.  {threads_default()}")
 def search(inputs: tuple[str, ...], references: tuple[str, ...], max_hits: int, evalue: float,
            output: str, fmt: str | None, force: bool, threads: int | None) -> None:
     """Search INPUTS (FASTA, plain or gzip, - for stdin) in reference sets: one row per hit."""
