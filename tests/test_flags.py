@@ -256,3 +256,21 @@ def test_help_shows_the_generation_defaults_a_bundle_gets() -> None:
     for key, value in GENERATION_DEFAULTS.items():
         assert GenerationSection.model_fields[key].default == value
     assert bundle_default("max_new_tokens").endswith("else 64]")
+
+
+@pytest.mark.parametrize(
+    ("quiet", "output", "stderr_tty", "stdout_tty", "shown"),
+    [
+        (False, "-", True, True, False),  # rows on the terminal: no bar over them
+        (False, "-", True, False, True),  # rows piped on: the bar on the terminal
+        (False, "out.tsv", True, True, True),
+        (False, "out.tsv", False, True, False),  # stderr redirected
+        (True, "out.tsv", True, True, False),
+    ],
+)
+def test_the_progress_bar_never_shares_the_terminal_with_the_rows(
+    quiet: bool, output: str, stderr_tty: bool, stdout_tty: bool, shown: bool
+) -> None:
+    from seqchat.cli.annotate import shows_progress
+
+    assert shows_progress(quiet, output, stderr_tty=stderr_tty, stdout_tty=stdout_tty) is shown

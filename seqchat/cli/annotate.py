@@ -49,6 +49,12 @@ def _is_stream(path: str) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
 
 
+def shows_progress(quiet: bool, output: str, *, stderr_tty: bool, stdout_tty: bool) -> bool:
+    """Whether to draw the progress bar: on a terminal, and never on the terminal that the rows
+    are written to, where the bar and the rows would overwrite each other."""
+    return not quiet and stderr_tty and not (output == "-" and stdout_tty)
+
+
 def progress_bar(enabled: bool, total: int | None) -> Any:
     from rich.console import Console
     from rich.progress import (
@@ -176,7 +182,7 @@ def annotate(
         provenance = annotator.provenance()
         provenance["command"] = shlex.join(["seqchat", *sys.argv[1:]])
         resume_keys = [key for key in provenance if key not in ("command",)]
-        show = not quiet and sys.stderr.isatty()
+        show = shows_progress(quiet, output, stderr_tty=sys.stderr.isatty(), stdout_tty=sys.stdout.isatty())
         cache = ResultCache(cache_dir, annotator.cache_context()) if cache_dir else None
         with open_writer(
             output, fmt, annotator.columns, provenance,
