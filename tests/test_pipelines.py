@@ -168,6 +168,29 @@ def test_the_snakemake_wrapper_is_laid_out_like_snakemake_wrappers():
     compile(source, "wrapper.py", "exec")
 
 
+@pytest.mark.parametrize(
+    "environment_file",
+    [SNAKEMAKE / "wrapper" / "environment.yaml", MODULE / "environment.yml"],
+    ids=["snakemake", "nextflow"],
+)
+def test_pipeline_environments_install_seqchat_from_a_built_wheel(environment_file):
+    """seqchat is not on the package index: the environments take it from the wheel folder
+    that SEQCHAT_WHEELS names (pip expands the variable), in the slim install (no torch)."""
+    environment = yaml.safe_load(environment_file.read_text())
+    assert environment["channels"][:2] == ["conda-forge", "bioconda"]
+    pip = next(entry["pip"] for entry in environment["dependencies"] if isinstance(entry, dict))
+    assert all(isinstance(line, str) for line in pip)
+    assert "--find-links ${SEQCHAT_WHEELS}" in pip
+    assert any(line.replace(" ", "") == f"seqchat=={__version__}" for line in pip)
+    assert not any("torch" in line or "download.pytorch.org" in line for line in pip)
+
+
+def test_every_snakemake_rule_that_runs_seqchat_declares_its_environment():
+    source = (SNAKEMAKE / "Snakefile").read_text()
+    merge = source[source.index("rule merge_shards:"):]
+    assert 'conda:\n        "wrapper/environment.yaml"' in merge.split("\nrule ")[0]
+
+
 # --- Nextflow (the module's command lines, run without Nextflow) -----------------------------
 
 

@@ -2,7 +2,8 @@ process SEQCHAT_ANNOTATE {
     tag "${meta.id}"
     label 'process_medium'
 
-    // seqchat is installed from PyPI (see environment.yml); no biocontainer is published.
+    // seqchat is installed from a wheel built from a checkout (environment.yml, $SEQCHAT_WHEELS);
+    // no biocontainer is published.
     conda "${moduleDir}/environment.yml"
 
     input:
